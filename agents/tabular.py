@@ -1,0 +1,85 @@
+"""What the tabular agents share: table sizes, epsilon-greedy policies, the result record and the final evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rl.run import Run
+from rl.schedules import linear_schedule
+from rl.spaces import discrete_size
+
+
+@dataclass(frozen=True)
+class TabularResult:
+    """What a tabular agent learned, for tests and the demo to check."""
+
+    values: np.ndarray
+    """(S,) state values v(s): of the learned policy for control agents, of the evaluated policy for prediction."""
+    policy: np.ndarray
+    """(S, A) action probabilities of the learned (or, for prediction, the evaluated) policy."""
+    q_values: np.ndarray | None = None
+    """(S, A) action values, for agents that learn them."""
+    eval_returns: np.ndarray | None = None
+    """Undiscounted returns of the final greedy evaluation episodes."""
+
+    @property
+    def greedy_actions(self) -> np.ndarray:
+        """(S,) the greedy action in each state."""
+        source = self.q_values if self.q_values is not None else self.policy
+        return greedy_actions(source)
+
+
+def table_shape(run: Run) -> tuple[int, int]:
+    """(S, A) of the run's env; a UserError if either space is not Discrete."""
+    env = run.env
+    n_states = discrete_size(env.observation_space, "observation", run.spec.agent, run.spec.env_id)
+    n_actions = discrete_size(env.action_space, "action", run.spec.agent, run.spec.env_id)
+    return n_states, n_actions
+
+
+def greedy_actions(table: np.ndarray) -> np.ndarray:
+    """(S,) the first maximising action of each row of an (S, A) table of action values or probabilities."""
+    return np.argmax(table, axis=1)
+
+
+def epsilon_greedy_policy(q_values: np.ndarray, epsilon: float) -> np.ndarray:
+    """(S, A) the epsilon-greedy policy of book section 5.4: 1 - epsilon * (A - 1) / A on the greedy action, epsilon / A on each other one."""
+    n_states, n_actions = q_values.shape
+    policy = np.full((n_states, n_actions), epsilon / n_actions)
+    policy[np.arange(n_states), greedy_actions(q_values)] += 1.0 - epsilon
+    return policy
+
+
+def epsilon_greedy_action(q_row: np.ndarray, epsilon: float, rng: np.random.Generator) -> int:
+    """Explores uniformly with probability epsilon, else acts greedily, breaking ties at random."""
+    if rng.random() < epsilon:
+        return int(rng.integers(len(q_row)))
+    best = np.flatnonzero(q_row == q_row.max())
+    return int(best[0]) if len(best) == 1 else int(rng.choice(best))
+
+
+def epsilon_at(epsilon: float, epsilon_end: float | None, decay_steps: int, step: int) -> float:
+    """epsilon, decayed linearly to epsilon_end over decay_steps when epsilon_end is set."""
+    if epsilon_end is None:
+        return epsilon
+    return linear_schedule(epsilon, epsilon_end, decay_steps, step)
+
+
+def finish(run: Run, values: np.ndarray, policy: np.ndarray, q_values: np.ndarray | None = None) -> TabularResult:
+    """Evaluates the greedy policy on a fresh env and packs the result."""
+    result = TabularResult(
+        values=values.copy(), policy=policy.copy(), q_values=None if q_values is None else q_values.copy()
+    )
+    actions = result.greedy_actions
+    eval_returns = run.evaluate(lambda obs: int(actions[int(obs)]))
+    run.logger.line(f"greedy evaluation: mean return {eval_returns.mean():.2f} over {len(eval_returns)} episodes")
+    return TabularResult(result.values, result.policy, result.q_values, eval_returns)
+
+
+def greedy_act_from_checkpoint(arrays: dict[str, np.ndarray]):
+    """The greedy policy stored in a tabular checkpoint, as `act(obs) -> action`."""
+    table = arrays["q"] if "q" in arrays else arrays["policy"]
+    actions = greedy_actions(table)
+    return lambda obs: int(actions[int(obs)])

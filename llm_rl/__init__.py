@@ -1,0 +1,1 @@
+"""Reinforcement learning on transformer language models (to come: see the llm_rl issues)."""

@@ -1,0 +1,1 @@
+"""The shared core: rollouts, run logging, checkpoints, configs, seeding and the CLI."""

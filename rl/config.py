@@ -1,0 +1,152 @@
+"""Configs are frozen dataclasses; this module fills them from TOML files and `KEY=VALUE` pairs, checking types.
+
+Values given on the command line are parsed as JSON where they parse (`0.5`, `true`, `[1, 1]`, `null`) and taken
+as strings otherwise. A key the dataclass lacks, or a value of the wrong type, is a UserError naming the field.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import json
+import sys
+import textwrap
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from rl.errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def parse_value(text: str) -> Any:
+    """JSON where it parses, else the text itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_assignments(items: list[str] | None, flag: str) -> dict[str, Any]:
+    """`["gamma=0.9", "start=[1,1]"]` -> `{"gamma": 0.9, "start": [1, 1]}`."""
+    result = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"{flag} expects KEY=VALUE, got {item!r}; write it like {flag} gamma=0.9.")
+        result[key.strip()] = parse_value(value)
+    return result
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise UserError(f"config file {path} does not exist; check the path given to --config.") from None
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"config file {path} is not valid TOML ({error}); fix the line it names.") from None
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass (Python keeps them only in the source)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    body = tree.body[0].body
+    docs = {}
+    for node, following in zip(body, body[1:], strict=False):
+        is_doc = isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and is_doc:
+            docs[node.target.id] = " ".join(str(following.value.value).split())
+    return docs
+
+
+def build_config(cls: type, overrides: dict[str, Any], owner: str) -> Any:
+    """An instance of the dataclass `cls` with `overrides` applied over its defaults, each value type-checked."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    values = {}
+    for key, value in overrides.items():
+        if key not in names:
+            raise UserError(f"{owner} has no config key {key!r}; valid keys are: {', '.join(names)}.")
+        values[key] = coerce(value, hints[key], f"{owner} config key {key!r}")
+    try:
+        return cls(**values)
+    except ValueError as error:
+        raise UserError(f"bad {owner} config: {error}") from None
+
+
+def coerce(value: Any, hint: Any, what: str) -> Any:
+    """`value` as the type `hint` asks for, or a UserError; ints widen to floats, lists become tuples."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            try:
+                return coerce(value, option, what)
+            except UserError:
+                continue
+        raise _type_error(value, hint, what)
+    if hint is Any:
+        return value
+    if hint is type(None):
+        if value is None:
+            return None
+        raise _type_error(value, hint, what)
+    if origin is typing.Literal:
+        if value in args:
+            return value
+        raise UserError(f"{what} must be one of {', '.join(map(repr, args))}, not {value!r}.")
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise _type_error(value, hint, what)
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            items = [coerce(v, args[0], what) for v in value]
+        elif origin is tuple and args:
+            if len(args) != len(value):
+                raise _type_error(value, hint, what)
+            items = [coerce(v, a, what) for v, a in zip(value, args, strict=True)]
+        else:
+            items = [coerce(v, args[0], what) for v in value] if args else list(value)
+        return tuple(items) if origin is tuple else items
+    if origin is dict or hint is dict:
+        if isinstance(value, dict):
+            return value
+        raise _type_error(value, hint, what)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise _type_error(value, hint, what)
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise _type_error(value, hint, what)
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _type_error(value, hint, what)
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise _type_error(value, hint, what)
+    return value
+
+
+def _type_error(value: Any, hint: Any, what: str) -> UserError:
+    name = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+    return UserError(f"{what} must be {name}, not {value!r}; fix the value given to --set or the config file.")
+
+
+def config_dict(cfg: Any) -> dict[str, Any]:
+    """A config dataclass as a JSON-friendly dict."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))

@@ -1,0 +1,163 @@
+"""A training run: what an agent's `train(cfg, run)` gets besides its hyperparameters.
+
+The run owns the env, the seeded generator, the rollout core, the logger, the budget (steps or episodes), the
+learned state that checkpoints save, and the stop signal (SIGINT, SIGTERM). Agents keep their loop and their math;
+the run keeps the bookkeeping that every agent would otherwise repeat.
+
+    q = run.state("q", np.zeros((n_states, n_actions)))    # restored on resume, saved at every checkpoint
+    while run.keep_going():                                 # budget, stop signal, logging, periodic checkpoints
+        transition = run.rollout.step(action)
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rl.checkpoint import load_checkpoint, save_checkpoint
+from rl.environments import make_env
+from rl.errors import UserError
+from rl.evaluation import evaluate_policy
+from rl.rollout import Rollout
+from rl.run_logger import RunLogger, new_run_dir
+from rl.seeding import generator_state, restore_generator, seed_everything
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What to train on and for how long; the agent's hyperparameters live in its own Config."""
+
+    agent: str
+    env_id: str
+    env_kwargs: dict = field(default_factory=dict)
+    seed: int = 0
+    total_steps: int | None = None
+    """Stop after this many environment steps."""
+    total_episodes: int | None = None
+    """Stop after this many finished episodes."""
+    runs_dir: str = "runs"
+    checkpoint_every: int = 50_000
+    """Save a checkpoint every this many environment steps (and always at the end or on a stop signal)."""
+    eval_episodes: int = 10
+    """Greedy episodes in the final evaluation."""
+    print_every: int = 10_000
+    """Print one progress line every this many environment steps."""
+    quiet: bool = False
+    """No progress bar or lines (tests)."""
+
+    def __post_init__(self) -> None:
+        if self.total_steps is None and self.total_episodes is None:
+            raise UserError("no training budget; pass --total-steps N or --total-episodes N.")
+        for name in ("total_steps", "total_episodes"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise UserError(f"{name} must be positive, not {value}; pass a positive number.")
+
+
+class Run:
+    """One run directory: env, generator, rollout, logger, learned state and checkpoints."""
+
+    def __init__(self, spec: RunSpec, config: dict[str, Any], run_dir: Path | None = None) -> None:
+        """Starts a new run, or resumes the one in `run_dir` from its checkpoint."""
+        self.spec = spec
+        self.env = make_env(spec.env_id, spec.env_kwargs)
+        self.rng = seed_everything(spec.seed)
+        self.stop_requested = False
+        self._arrays: dict[str, np.ndarray] = {}
+        self._restored: dict[str, np.ndarray] = {}
+        global_step, episodes, env_seed = 0, 0, spec.seed
+        if run_dir is not None:
+            self._restored, meta = load_checkpoint(run_dir)
+            restore_generator(self.rng, meta["rng"])
+            global_step, episodes = meta["global_step"], meta["episodes"]
+            env_seed = spec.seed + global_step  # a fresh episode; a mid-episode env state is not saved.
+        self.run_dir = (
+            Path(run_dir) if run_dir is not None else new_run_dir(spec.runs_dir, spec.env_id, spec.agent, spec.seed)
+        )
+        self.rollout = Rollout(self.env, seed=env_seed, global_step=global_step, episodes=episodes)
+        full_config = {"spec": {**spec.__dict__}, "agent_config": config}
+        self.logger = RunLogger(
+            self.run_dir,
+            full_config,
+            total=spec.total_steps,
+            initial_step=global_step,
+            print_every=spec.print_every,
+            quiet=spec.quiet,
+        )
+        self._next_checkpoint = global_step + spec.checkpoint_every
+
+    @property
+    def resumed(self) -> bool:
+        return bool(self._restored)
+
+    def state(self, name: str, initial: np.ndarray) -> np.ndarray:
+        """Registers an array of learned state: the checkpoint's copy when resuming, else `initial`.
+
+        Update it in place (`q[s, a] += ...`, `policy[:] = ...`): checkpoints save whatever it holds then.
+        """
+        if name in self._restored:
+            restored = self._restored[name]
+            if restored.shape != initial.shape:
+                raise UserError(
+                    f"checkpoint array {name!r} has shape {restored.shape} but this run needs {initial.shape}; "
+                    "resume with the env and config the run was started with."
+                )
+            initial = restored.astype(initial.dtype, copy=True)
+        self._arrays[name] = initial
+        return initial
+
+    def keep_going(self) -> bool:
+        """Logs what finished since the last call, checkpoints when due; False once the budget is spent or a stop
+        signal came."""
+        step = self.rollout.global_step
+        self.logger.episodes(self.rollout.pop_finished(), step)
+        self.logger.progress(step)
+        if step >= self._next_checkpoint:
+            self.save()
+            self._next_checkpoint = step + self.spec.checkpoint_every
+        if self.stop_requested:
+            return False
+        out_of_steps = self.spec.total_steps is not None and step >= self.spec.total_steps
+        out_of_episodes = self.spec.total_episodes is not None and self.rollout.episodes >= self.spec.total_episodes
+        return not (out_of_steps or out_of_episodes)
+
+    def log(self, tag: str, value: float) -> None:
+        """A scalar at the current global environment step."""
+        self.logger.scalar(tag, float(value), self.rollout.global_step)
+
+    def evaluate(self, act: Any, episodes: int | None = None) -> np.ndarray:
+        """Runs the greedy policy `act(obs)` on a fresh env and logs `eval/episodic_return`."""
+        env = make_env(self.spec.env_id, self.spec.env_kwargs)
+        returns = evaluate_policy(env, act, episodes or self.spec.eval_episodes, seed=self.spec.seed + 10_000)
+        env.close()
+        self.log("eval/episodic_return", returns.mean())
+        return returns
+
+    def save(self) -> Path:
+        meta = {
+            "agent": self.spec.agent,
+            "global_step": self.rollout.global_step,
+            "episodes": self.rollout.episodes,
+            "rng": generator_state(self.rng),
+        }
+        return save_checkpoint(self.run_dir, self._arrays, meta)
+
+    def __enter__(self) -> Run:
+        self._previous_handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in self._previous_handlers:
+            signal.signal(sig, self._request_stop)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous_handlers.items():
+            signal.signal(sig, handler)
+        self.save()
+        self.logger.close()
+        self.env.close()
+
+    def _request_stop(self, signum: int, frame: object) -> None:
+        self.stop_requested = True

@@ -1,0 +1,104 @@
+"""The run logger: TensorBoard events, the resolved config, a progress bar and one readable line per interval.
+
+Tags (x-axis: global environment step): `charts/episodic_return`, `charts/episodic_length` (one point per finished
+training episode), `charts/SPS`, `losses/<name>`, `eval/episodic_return`, `eval/value_rmse`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from datetime import datetime
+from pathlib import Path
+
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from rl.checkpoint import atomic_write_json
+from rl.rollout import EpisodeStats
+
+CONFIG_FILE = "config.json"
+
+
+def new_run_dir(runs_dir: str | Path, env_id: str, agent: str, seed: int) -> Path:
+    """`{runs_dir}/{env}__{agent}__s{seed}__{YYYYmmdd-HHMMSS}`, made unique if that second is taken."""
+    env_name = env_id.replace("/", "_").replace(":", "_")
+    stem = f"{env_name}__{agent}__s{seed}__{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir = Path(runs_dir) / stem
+    suffix = 1
+    while run_dir.exists():
+        run_dir = Path(runs_dir) / f"{stem}-{suffix}"
+        suffix += 1
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def config_as_markdown(config: dict) -> str:
+    rows = "\n".join(f"|{key}|{value!r}|" for key, value in config.items())
+    return f"|param|value|\n|-|-|\n{rows}"
+
+
+class RunLogger:
+    """Writes one run's TensorBoard events and console output."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        config: dict,
+        total: int | None = None,
+        initial_step: int = 0,
+        print_every: int = 10_000,
+        quiet: bool = False,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.print_every = print_every
+        self.quiet = quiet
+        atomic_write_json(self.run_dir / CONFIG_FILE, config)
+        self.writer = SummaryWriter(str(self.run_dir))
+        self.writer.add_text("config", config_as_markdown(config), initial_step)
+        self.recent_returns: deque[float] = deque(maxlen=20)
+        self._bar = tqdm(total=total, initial=initial_step, unit="step", disable=True if quiet else None, leave=False)
+        self._last_step = initial_step
+        self._last_time = time.perf_counter()
+        self._next_print = initial_step + print_every
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        self.writer.add_scalar(tag, value, step)
+
+    def episodes(self, finished: list[EpisodeStats], step: int) -> None:
+        """One `charts/episodic_return` and `charts/episodic_length` point per finished training episode."""
+        for episode in finished:
+            self.writer.add_scalar("charts/episodic_return", episode.episode_return, step)
+            self.writer.add_scalar("charts/episodic_length", episode.length, step)
+            self.recent_returns.append(episode.episode_return)
+
+    def progress(self, step: int) -> None:
+        """Moves the bar; every `print_every` steps logs `charts/SPS` and prints one line."""
+        self._bar.update(step - self._bar.n)
+        if step < self._next_print:
+            return
+        now = time.perf_counter()
+        sps = (step - self._last_step) / max(now - self._last_time, 1e-9)
+        self.writer.add_scalar("charts/SPS", sps, step)
+        self._last_step, self._last_time = step, now
+        self._next_print = step + self.print_every
+        self.line(f"step {step} | return {self.mean_recent_return():.1f} | {format_rate(sps)} sps")
+
+    def mean_recent_return(self) -> float:
+        return sum(self.recent_returns) / len(self.recent_returns) if self.recent_returns else float("nan")
+
+    def line(self, text: str) -> None:
+        if not self.quiet:
+            tqdm.write(text)
+
+    def close(self) -> None:
+        self._bar.close()
+        self.writer.close()
+
+
+def format_rate(rate: float) -> str:
+    """1234 -> '1.2k', 3_400_000 -> '3.4M'."""
+    for limit, suffix in ((1e6, "M"), (1e3, "k")):
+        if rate >= limit:
+            return f"{rate / limit:.1f}{suffix}"
+    return f"{rate:.0f}"
