@@ -45,7 +45,10 @@ def greedy_actions(table: np.ndarray) -> np.ndarray:
 
 
 def epsilon_greedy_policy(q_values: np.ndarray, epsilon: float) -> np.ndarray:
-    """(S, A) the epsilon-greedy policy of book section 5.4: 1 - epsilon * (A - 1) / A on the greedy action, epsilon / A on each other one."""
+    """(S, A) the epsilon-greedy policy of book section 5.4.
+
+    1 - epsilon (A - 1) / A on the first greedy action, epsilon / A on each other one.
+    """
     n_states, n_actions = q_values.shape
     policy = np.full((n_states, n_actions), epsilon / n_actions)
     policy[np.arange(n_states), greedy_actions(q_values)] += 1.0 - epsilon
@@ -58,6 +61,12 @@ def epsilon_greedy_action(q_row: np.ndarray, epsilon: float, rng: np.random.Gene
         return int(rng.integers(len(q_row)))
     best = np.flatnonzero(q_row == q_row.max())
     return int(best[0]) if len(best) == 1 else int(rng.choice(best))
+
+
+def epsilon_greedy_probs(q_row: np.ndarray, epsilon: float) -> np.ndarray:
+    """(A,) the probabilities with which `epsilon_greedy_action` picks each action, ties shared equally."""
+    best = q_row == q_row.max()
+    return np.full(len(q_row), epsilon / len(q_row)) + (1.0 - epsilon) * best / best.sum()
 
 
 def epsilon_at(epsilon: float, epsilon_end: float | None, decay_steps: int, step: int) -> float:

@@ -9,14 +9,20 @@ import gymnasium as gym
 import numpy as np
 
 
-def evaluate_policy(env: gym.Env, act: Callable[[Any], Any], episodes: int, seed: int) -> np.ndarray:
-    """Undiscounted returns of `episodes` episodes of `act`; episode i starts from `reset(seed=seed + i)`."""
+def evaluate_policy(
+    env: gym.Env, act: Callable[[Any], Any], episodes: int, seed: int, max_steps: int = 10_000
+) -> np.ndarray:
+    """Undiscounted returns of `episodes` episodes of `act`; episode i starts from `reset(seed=seed + i)`.
+
+    An episode is cut after `max_steps` steps: a greedy policy can circle forever on an env without a time limit
+    (CliffWalking-v1 has none).
+    """
     returns = np.zeros(episodes)
     for i in range(episodes):
         obs, _ = env.reset(seed=seed + i)
-        done = False
-        while not done:
+        for _ in range(max_steps):
             obs, reward, terminated, truncated, _ = env.step(act(obs))
             returns[i] += float(reward)
-            done = terminated or truncated
+            if terminated or truncated:
+                break
     return returns

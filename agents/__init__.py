@@ -1,0 +1,1 @@
+"""One algorithm family per module, from dynamic programming to policy gradients."""

@@ -1,0 +1,193 @@
+"""Dynamic programming on a known model: Shiyu Zhao, "Mathematical Foundations of Reinforcement Learning", ch. 4.
+
+Every function takes an `rl.mdp.TabularModel` (transitions P (S, A, S) without terminating mass, rewards r (S, A))
+and returns arrays; nothing here touches an environment. With q(s, a) = r(s, a) + gamma * sum_s' P(s'|s, a) v(s'):
+
+- Policy evaluation (section 2.7): v_pi solves v = r_pi + gamma * P_pi v. Iteratively,
+      v_{k+1}(s) = sum_a pi(a|s) q_k(s, a),
+  or exactly, v_pi = (I - gamma * P_pi)^-1 r_pi.
+- Value iteration (section 4.1):
+      v_{k+1}(s) = max_a q_k(s, a), until max_s |v_{k+1}(s) - v_k(s)| < tol; then pi(s) = argmax_a q(s, a).
+- Policy iteration (section 4.2): evaluate pi_k exactly, then improve greedily,
+      pi_{k+1}(s) = argmax_a q_{pi_k}(s, a), until the policy stops changing.
+- Truncated policy iteration (section 4.3): like policy iteration, but evaluation runs only j sweeps of the
+  Bellman expectation update, starting from the previous values; until max_s |v_k(s) - v_{k-1}(s)| < tol.
+  j = 1 is value iteration and j -> infinity is policy iteration.
+
+Departures from the book:
+1. The initial policy pi_0 (which the book leaves arbitrary) is greedy with respect to v_0 = 0, so truncated policy
+   iteration with j = 1 takes exactly the steps of value iteration.
+2. Greedy ties go to the first action within 1e-9 (relative) of the maximum, so floating-point noise cannot flip a
+   tie and make policy iteration cycle. The book's figures show one of the tied actions without saying which.
+3. gamma must lie in [0, 1): the book's convergence proofs rest on the contraction that gamma < 1 gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from rl.errors import UserError
+from rl.mdp import TabularModel
+
+TIE_TOLERANCE = 1e-9
+"""Actions whose q lies within this (relative) distance of the best one count as tied."""
+MAX_ITERATIONS = 100_000
+"""Enough sweeps for tol = 1e-10 at gamma = 0.999; more means gamma is too close to 1 for the tolerance."""
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """What a planner found: the optimal values, action values and a greedy policy."""
+
+    values: np.ndarray
+    """(S,) state values v*(s)."""
+    q_values: np.ndarray
+    """(S, A) action values q*(s, a) = r(s, a) + gamma * P(s, a) . v*."""
+    policy: np.ndarray
+    """(S,) int greedy action in each state."""
+    iterations: int
+    """Outer iterations until convergence: value-iteration sweeps, or policy improvements."""
+
+
+# ---- building blocks ----
+
+
+def greedy_policy(q_values: np.ndarray) -> np.ndarray:
+    """(S,) the first action whose q is within TIE_TOLERANCE of the best in each state."""
+    best = q_values.max(axis=1, keepdims=True)
+    tied = q_values >= best - TIE_TOLERANCE * np.maximum(1.0, np.abs(best))
+    return np.argmax(tied, axis=1)  # argmax of a boolean array is the first True
+
+
+def one_hot_policy(actions: np.ndarray, n_actions: int) -> np.ndarray:
+    """(S, A) action probabilities of the deterministic policy that takes `actions[s]` in state s."""
+    policy = np.zeros((len(actions), n_actions))
+    policy[np.arange(len(actions)), actions] = 1.0
+    return policy
+
+
+def policy_rewards_and_transitions(model: TabularModel, policy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """r_pi (S,) and P_pi (S, S): the reward and state-transition matrix averaged over the policy's actions."""
+    if policy.shape != (model.n_states, model.n_actions):
+        raise ValueError(f"policy has shape {policy.shape}, expected (S, A) = {(model.n_states, model.n_actions)}.")
+    r_pi = np.einsum("sa,sa->s", policy, model.rewards)
+    p_pi = np.einsum("sa,sat->st", policy, model.transitions)
+    return r_pi, p_pi
+
+
+def check_gamma(gamma: float) -> None:
+    if not 0.0 <= gamma < 1.0:
+        raise UserError(f"planning needs a discount gamma in [0, 1), got {gamma}; pass e.g. gamma=0.9.")
+
+
+# ---- policy evaluation ----
+
+
+def evaluate_policy_exactly(model: TabularModel, policy: np.ndarray, gamma: float) -> np.ndarray:
+    """(S,) v_pi from the closed form: solve (I - gamma * P_pi) v = r_pi."""
+    check_gamma(gamma)
+    r_pi, p_pi = policy_rewards_and_transitions(model, policy)
+    return np.linalg.solve(np.eye(model.n_states) - gamma * p_pi, r_pi)
+
+
+def policy_evaluation(
+    model: TabularModel,
+    policy: np.ndarray,
+    gamma: float,
+    tol: float = 1e-10,
+    max_iterations: int = MAX_ITERATIONS,
+) -> np.ndarray:
+    """(S,) v_pi by iterating v_{k+1} = r_pi + gamma * P_pi v_k from v_0 = 0 until the largest change is below tol."""
+    check_gamma(gamma)
+    r_pi, p_pi = policy_rewards_and_transitions(model, policy)
+    values = np.zeros(model.n_states)
+    for _ in range(max_iterations):
+        new_values = r_pi + gamma * p_pi @ values
+        if np.max(np.abs(new_values - values)) < tol:
+            return new_values
+        values = new_values
+    raise not_converged("policy evaluation", max_iterations)
+
+
+def not_converged(name: str, max_iterations: int) -> UserError:
+    return UserError(
+        f"{name} did not converge within {max_iterations} iterations; raise max_iterations or tol, or lower gamma."
+    )
+
+
+# ---- the three planners ----
+
+
+def value_iteration(
+    model: TabularModel, gamma: float, tol: float = 1e-10, max_iterations: int = MAX_ITERATIONS
+) -> PlanResult:
+    """Book Algorithm 4.1: v_{k+1}(s) = max_a q_k(s, a) until the largest change is below tol."""
+    check_gamma(gamma)
+    values = np.zeros(model.n_states)
+    for k in range(1, max_iterations + 1):
+        new_values = model.q_from_v(values, gamma).max(axis=1)
+        if np.max(np.abs(new_values - values)) < tol:
+            return plan_result(model, new_values, gamma, k)
+        values = new_values
+    raise not_converged("value iteration", max_iterations)
+
+
+def policy_iteration(
+    model: TabularModel, gamma: float, tol: float = 1e-10, max_iterations: int = MAX_ITERATIONS
+) -> PlanResult:
+    """Book Algorithm 4.2: evaluate pi_k exactly, improve to pi_{k+1} = greedy(q_{pi_k}), until pi stops changing.
+
+    tol is unused, since evaluation is exact; it is accepted so all planners share one signature.
+    """
+    check_gamma(gamma)
+    actions = greedy_policy(model.q_from_v(np.zeros(model.n_states), gamma))
+    for k in range(1, max_iterations + 1):
+        values = evaluate_policy_exactly(model, one_hot_policy(actions, model.n_actions), gamma)
+        improved = greedy_policy(model.q_from_v(values, gamma))
+        if np.array_equal(improved, actions):
+            return plan_result(model, values, gamma, k)
+        actions = improved
+    raise not_converged("policy iteration", max_iterations)
+
+
+def truncated_policy_iteration(
+    model: TabularModel,
+    gamma: float,
+    tol: float = 1e-10,
+    max_iterations: int = MAX_ITERATIONS,
+    truncation_steps: int = 5,
+) -> PlanResult:
+    """Book Algorithm 4.3: j = truncation_steps sweeps of evaluation from the last values, then a greedy improvement."""
+    check_gamma(gamma)
+    if truncation_steps < 1:
+        raise UserError(f"truncation_steps must be at least 1, got {truncation_steps}; pass e.g. truncation_steps=5.")
+    values = np.zeros(model.n_states)
+    actions = greedy_policy(model.q_from_v(values, gamma))
+    for k in range(1, max_iterations + 1):
+        r_pi, p_pi = policy_rewards_and_transitions(model, one_hot_policy(actions, model.n_actions))
+        new_values = values
+        for _ in range(truncation_steps):
+            new_values = r_pi + gamma * p_pi @ new_values
+        actions = greedy_policy(model.q_from_v(new_values, gamma))
+        if np.max(np.abs(new_values - values)) < tol:
+            return plan_result(model, new_values, gamma, k)
+        values = new_values
+    raise not_converged("truncated policy iteration", max_iterations)
+
+
+def plan_result(model: TabularModel, values: np.ndarray, gamma: float, iterations: int) -> PlanResult:
+    """Packs converged values with their action values and greedy policy."""
+    q_values = model.q_from_v(values, gamma)
+    return PlanResult(values=values, q_values=q_values, policy=greedy_policy(q_values), iterations=iterations)
+
+
+Planner = Callable[..., PlanResult]
+PLANNERS: dict[str, Planner] = {
+    "value_iteration": value_iteration,
+    "policy_iteration": policy_iteration,
+    "truncated_policy_iteration": truncated_policy_iteration,
+}
+"""Planner by name, each called as planner(model, gamma, tol)."""

@@ -1,0 +1,126 @@
+"""TD agents: targets by hand, the cliff-walking contrast of Sarsa and Q-learning, the grid world's optimum."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import envs  # noqa: F401
+from agents import td
+from agents.planning import one_hot_policy, policy_evaluation, value_iteration
+from envs.grid_world import GridWorld
+from rl.config import build_config
+from rl.errors import UserError
+from rl.run import Run, RunSpec
+
+
+def train(fn, cfg, env_id, tmp_path, seed=0, steps=None, episodes=None, env_kwargs=None, run_dir=None):
+    spec = RunSpec(
+        agent=fn.__name__.removeprefix("train_"),
+        env_id=env_id,
+        env_kwargs=env_kwargs or {},
+        seed=seed,
+        total_steps=steps,
+        total_episodes=episodes,
+        runs_dir=str(tmp_path),
+        quiet=True,
+    )
+    with Run(spec, {}, run_dir=run_dir) as run:
+        return fn(cfg, run), run
+
+
+def test_targets_by_hand():
+    assert td.td_target(1.0, 5.0, terminated=False, gamma=0.9) == pytest.approx(5.5)
+    assert td.td_target(1.0, 5.0, terminated=True, gamma=0.9) == 1.0
+    # 1 + 0.5 * 2 + 0.25 * 3 + 0.125 * 10
+    assert td.nstep_return([1.0, 2.0, 3.0], bootstrap=10.0, gamma=0.5) == pytest.approx(4.0)
+    assert td.expected_q(np.array([1.0, 3.0]), np.array([0.25, 0.75])) == pytest.approx(2.5)
+
+
+CLIFF = {"gamma": 1.0, "alpha": 0.5, "epsilon": 0.1}  # Sutton & Barto, Example 6.6
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sarsa_keeps_to_the_safe_path_and_q_learning_walks_the_cliff_edge(tmp_path, seed):
+    sarsa, _ = train(td.train_sarsa, td.TDConfig(**CLIFF), "CliffWalking-v1", tmp_path, seed, episodes=500)
+    q_learning, _ = train(td.train_q_learning, td.TDConfig(**CLIFF), "CliffWalking-v1", tmp_path, seed, episodes=500)
+    # The cliff-edge path takes 13 steps (return -13); Sarsa's epsilon-aware path keeps away from the edge.
+    assert q_learning.eval_returns.mean() == -13.0
+    assert -25.0 <= sarsa.eval_returns.mean() <= -15.0
+
+
+@pytest.mark.parametrize(
+    "fn, cfg",
+    [
+        (td.train_sarsa, td.TDConfig(**CLIFF)),
+        (td.train_expected_sarsa, td.TDConfig(**CLIFF)),
+        (td.train_nstep_sarsa, td.NStepSarsaConfig(**CLIFF, n=2)),
+        (td.train_q_learning, td.TDConfig(**CLIFF)),
+    ],
+)
+def test_control_agents_reach_the_cliff_goal(tmp_path, fn, cfg):
+    result, _ = train(fn, cfg, "CliffWalking-v1", tmp_path, episodes=400)
+    assert result.eval_returns.mean() >= -25.0  # reaches the goal without falling: a fall alone costs -100
+
+
+def test_offpolicy_q_learning_finds_the_grid_world_optimum(tmp_path):
+    model = GridWorld().model()
+    optimum = value_iteration(model, 0.9)
+    result, _ = train(td.train_q_learning_offpolicy, td.OffPolicyQConfig(), "GridWorld-v0", tmp_path, steps=60_000)
+    greedy_values = policy_evaluation(model, one_hot_policy(result.greedy_actions, 5), 0.9)
+    np.testing.assert_allclose(greedy_values, optimum.values, atol=1e-6)
+    np.testing.assert_allclose(result.q_values, optimum.q_values, atol=0.5)
+
+
+def test_td0_values_approach_the_planners_policy_evaluation(tmp_path):
+    model = GridWorld().model()
+    uniform = np.full((25, 5), 0.2)
+    true_values = policy_evaluation(model, uniform, 0.9)
+    early, _ = train(td.train_td0, td.TD0Config(), "GridWorld-v0", tmp_path, steps=500)
+    late, _ = train(td.train_td0, td.TD0Config(), "GridWorld-v0", tmp_path, steps=40_000)
+
+    def rmse(values):
+        return np.sqrt(np.mean((values - true_values) ** 2))
+
+    assert rmse(late.values) < 0.25
+    assert rmse(late.values) < rmse(early.values) / 3
+
+
+def test_nstep_sarsa_with_n_equal_one_is_sarsa(tmp_path):
+    cfg = dict(CLIFF)
+    sarsa, _ = train(td.train_sarsa, td.TDConfig(**cfg), "CliffWalking-v1", tmp_path, episodes=50)
+    one_step, _ = train(td.train_nstep_sarsa, td.NStepSarsaConfig(**cfg, n=1), "CliffWalking-v1", tmp_path, episodes=50)
+    np.testing.assert_array_equal(sarsa.q_values, one_step.q_values)
+
+
+def test_same_seed_same_table(tmp_path):
+    a, _ = train(td.train_expected_sarsa, td.TDConfig(), "FrozenLake-v1", tmp_path, seed=3, steps=3_000)
+    b, _ = train(td.train_expected_sarsa, td.TDConfig(), "FrozenLake-v1", tmp_path, seed=3, steps=3_000)
+    c, _ = train(td.train_expected_sarsa, td.TDConfig(), "FrozenLake-v1", tmp_path, seed=4, steps=3_000)
+    np.testing.assert_array_equal(a.q_values, b.q_values)
+    assert not np.array_equal(a.q_values, c.q_values)
+
+
+def test_resumed_run_continues_from_its_checkpoint(tmp_path):
+    first, run = train(td.train_sarsa, td.TDConfig(), "GridWorld-v0", tmp_path, steps=2_000)
+    resumed, resumed_run = train(
+        td.train_sarsa, td.TDConfig(), "GridWorld-v0", tmp_path, steps=2_001, run_dir=run.run_dir
+    )
+    # One more step from the saved table: the tables differ in at most the one updated entry.
+    assert resumed_run.rollout.global_step == 2_001
+    assert np.sum(resumed.q_values != first.q_values) <= 1
+    assert np.abs(first.q_values).sum() > 0
+
+
+def test_bad_config_values_are_user_errors():
+    with pytest.raises(UserError, match="alpha"):
+        build_config(td.TDConfig, {"alpha": 2.0}, "sarsa")
+    with pytest.raises(UserError, match="n"):
+        build_config(td.NStepSarsaConfig, {"n": 0}, "nstep_sarsa")
+    with pytest.raises(UserError, match="'optimal'"):
+        build_config(td.TD0Config, {"policy": "greedy"}, "td0")
+
+
+def test_tabular_agent_on_a_continuous_env_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="Discrete observation space"):
+        train(td.train_sarsa, td.TDConfig(), "CartPole-v1", tmp_path, steps=10)
