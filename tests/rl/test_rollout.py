@@ -1,0 +1,77 @@
+"""The rollout core: terminated and truncated kept apart, the final observation handed over, episodes counted."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import envs  # noqa: F401
+from rl.environments import make_env, make_vector_env
+from rl.errors import UserError
+from rl.rollout import Rollout
+
+RIGHT, DOWN = 1, 2
+
+
+def test_truncation_hands_over_the_final_observation_and_resets():
+    env = gym.make("GridWorld-v0", start=[1, 1], max_episode_steps=3)
+    rollout = Rollout(env, seed=0)
+    transitions = [rollout.step(RIGHT) for _ in range(3)]
+    assert [t.next_obs for t in transitions] == [1, 2, 3]
+    last = transitions[-1]
+    assert last.truncated and not last.terminated
+    assert rollout.obs == 0  # the next episode's first observation, not the final one
+    assert rollout.pop_finished()[0].length == 3
+    assert rollout.global_step == 3 and rollout.episodes == 1
+
+
+def test_termination_is_not_truncation():
+    # From (3,3) moving down enters the target (4,3), which ends the episode when terminal_target is set.
+    env = gym.make("GridWorld-v0", start=[3, 3], terminal_target=True, r_target=5.0, r_forbidden=0.0)
+    rollout = Rollout(env, seed=0)
+    t = rollout.step(DOWN)
+    assert t.terminated and not t.truncated
+    assert t.next_obs == 3 * 5 + 2 and t.rewards == 5.0
+    (episode,) = rollout.pop_finished()
+    assert episode.episode_return == 5.0 and episode.length == 1
+
+
+def test_vector_env_final_observation_and_counters():
+    envs_ = make_vector_env("GridWorld-v0", 2, {"start": [1, 1]})
+    rollout = Rollout(envs_, seed=0)
+    assert rollout.num_envs == 2
+    # The registered limit is 100 steps; walk right into the wall until it truncates.
+    for _ in range(99):
+        t = rollout.step(np.array([RIGHT, RIGHT]))
+        assert not t.truncated.any()
+    t = rollout.step(np.array([RIGHT, RIGHT]))
+    assert t.truncated.all() and not t.terminated.any()
+    np.testing.assert_array_equal(t.next_obs, [4, 4])  # the final cell (1,5), not the reset cell (1,1)
+    np.testing.assert_array_equal(rollout.obs, [0, 0])
+    assert rollout.global_step == 200 and rollout.episodes == 2
+    assert [e.length for e in rollout.pop_finished()] == [100, 100]
+
+
+def test_next_step_autoreset_is_refused():
+    vector = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")])
+    with pytest.raises(ValueError, match="SAME_STEP"):
+        Rollout(vector, seed=0)
+
+
+def test_same_seed_same_stream():
+    def observations(seed):
+        rollout = Rollout(gym.make("FrozenLake-v1"), seed=seed)
+        return [rollout.step(i % 4).next_obs for i in range(200)]
+
+    assert observations(1) == observations(1)
+    assert observations(1) != observations(2)
+
+
+def test_unknown_env_id_and_kwarg_are_user_errors():
+    with pytest.raises(UserError, match="unknown env id 'NoSuchEnv-v0'"):
+        make_env("NoSuchEnv-v0")
+    with pytest.raises(UserError, match="--env-kwargs"):
+        make_env("GridWorld-v0", {"no_such_kwarg": 1})
+    with pytest.raises(UserError, match="module"):
+        make_env("no_such_module:Thing-v0")

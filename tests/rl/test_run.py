@@ -1,0 +1,94 @@
+"""The run context: directory layout, config.json, TensorBoard tags, budgets, stop signal and learned state."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import envs  # noqa: F401
+from rl.checkpoint import load_checkpoint
+from rl.errors import UserError
+from rl.run import Run, RunSpec
+
+
+def spec(tmp_path, **overrides):
+    fields = dict(agent="walker", env_id="GridWorld-v0", seed=3, total_steps=250, runs_dir=str(tmp_path), quiet=True)
+    return RunSpec(**{**fields, **overrides})
+
+
+def walk(run: Run) -> np.ndarray:
+    visits = run.state("visits", np.zeros(25, dtype=np.int64))
+    while run.keep_going():
+        visits[int(run.rollout.obs)] += 1
+        run.rollout.step(int(run.rng.integers(5)))
+    return visits
+
+
+def test_run_directory_config_and_tags(tmp_path):
+    with Run(spec(tmp_path, env_kwargs={"start": [1, 1]}), {"alpha": 0.1}) as run:
+        visits = walk(run)
+        run.log("losses/td_loss", 0.5)
+    assert re.fullmatch(r"GridWorld-v0__walker__s3__\d{8}-\d{6}", run.run_dir.name)
+    config = json.loads((run.run_dir / "config.json").read_text())
+    assert config["agent_config"] == {"alpha": 0.1}
+    assert config["spec"]["env_kwargs"] == {"start": [1, 1]} and config["spec"]["seed"] == 3
+    events = EventAccumulator(str(run.run_dir))
+    events.Reload()
+    returns = events.Scalars("charts/episodic_return")
+    assert len(returns) == 2  # 250 steps with a 100-step limit: two finished episodes
+    assert [e.step for e in returns] == [100, 200]
+    assert events.Scalars("losses/td_loss")[0].step == 250
+    assert "config/text_summary" in events.Tags()["tensors"]
+    arrays, meta = load_checkpoint(run.run_dir)
+    np.testing.assert_array_equal(arrays["visits"], visits)
+    assert meta["global_step"] == 250 and meta["episodes"] == 2
+
+
+def test_episode_budget(tmp_path):
+    with Run(spec(tmp_path, total_steps=None, total_episodes=3), {}) as run:
+        walk(run)
+    assert run.rollout.episodes == 3 and run.rollout.global_step == 300
+
+
+def test_a_stop_signal_ends_the_loop_and_saves(tmp_path):
+    with Run(spec(tmp_path, total_steps=10_000), {}) as run:
+        visits = run.state("visits", np.zeros(25, dtype=np.int64))
+        while run.keep_going():
+            visits[int(run.rollout.obs)] += 1
+            run.rollout.step(0)
+            if run.rollout.global_step == 42:
+                os.kill(os.getpid(), signal.SIGTERM)
+    assert run.stop_requested and run.rollout.global_step == 42
+    arrays, meta = load_checkpoint(run.run_dir)
+    assert meta["global_step"] == 42 and arrays["visits"].sum() == 42
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers restored
+
+
+def test_resume_restores_state_rng_and_counters(tmp_path):
+    with Run(spec(tmp_path, total_steps=150), {}) as first:
+        walk(first)
+    with Run(spec(tmp_path, total_steps=250), {}, run_dir=first.run_dir) as resumed:
+        assert resumed.resumed and resumed.rollout.global_step == 150
+        visits = walk(resumed)
+    assert visits.sum() == 250
+
+
+def test_resume_with_a_different_table_shape_is_refused(tmp_path):
+    with Run(spec(tmp_path), {}) as first:
+        first.state("q", np.zeros((25, 5)))
+    with Run(spec(tmp_path), {}, run_dir=first.run_dir) as resumed:
+        with pytest.raises(UserError, match="shape"):
+            resumed.state("q", np.zeros((16, 4)))
+
+
+def test_budget_is_required_and_positive(tmp_path):
+    with pytest.raises(UserError, match="--total-steps"):
+        spec(tmp_path, total_steps=None)
+    with pytest.raises(UserError, match="positive"):
+        spec(tmp_path, total_steps=-5)
