@@ -11,6 +11,7 @@ the run keeps the bookkeeping that every agent would otherwise repeat.
 
 from __future__ import annotations
 
+import shutil
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,12 +153,15 @@ class Run:
             signal.signal(sig, self._request_stop)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
         for sig, handler in self._previous_handlers.items():
             signal.signal(sig, handler)
-        self.save()
         self.logger.close()
         self.env.close()
+        if exc_type is not None and self.rollout.global_step == 0 and not self.resumed:
+            shutil.rmtree(self.run_dir)  # failed before the first step (a bad space, say): leave no empty run behind
+        else:
+            self.save()  # finished, stopped, or crashed mid-run: keep what was learned
 
     def _request_stop(self, signum: int, frame: object) -> None:
         self.stop_requested = True

@@ -11,6 +11,7 @@ from agents.planning import one_hot_policy, policy_evaluation, value_iteration
 from envs.grid_world import GridWorld
 from rl.config import build_config
 from rl.errors import UserError
+from rl.evaluation import evaluate_policy
 from rl.run import Run, RunSpec
 
 
@@ -124,3 +125,26 @@ def test_bad_config_values_are_user_errors():
 def test_tabular_agent_on_a_continuous_env_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="Discrete observation space"):
         train(td.train_sarsa, td.TDConfig(), "CartPole-v1", tmp_path, steps=10)
+
+
+# The book's chapter 7 path-finding task: from (1,1) to the terminal target (4,3), -1 a step, -10 for a forbidden cell.
+PATH_FINDING = dict(terminal_target=True, r_target=0, r_forbidden=-10, r_boundary=-10, r_other=-1, start=[1, 1])
+DECAY = dict(epsilon=0.2, epsilon_end=0.0, epsilon_decay_steps=6_000)
+
+
+@pytest.mark.parametrize(
+    "fn, cfg",
+    [
+        (td.train_sarsa, td.TDConfig(**DECAY)),
+        (td.train_expected_sarsa, td.TDConfig(**DECAY)),
+        (td.train_nstep_sarsa, td.NStepSarsaConfig(**DECAY)),
+        (td.train_q_learning, td.TDConfig(**DECAY)),
+        (td.train_q_learning_offpolicy, td.OffPolicyQConfig()),
+    ],
+)
+def test_control_agents_reach_the_optimal_return_of_the_path_finding_task(tmp_path, fn, cfg):
+    optimum = value_iteration(GridWorld(**PATH_FINDING).model(), 0.9)
+    result, _ = train(fn, cfg, "GridWorld-v0", tmp_path, episodes=400, env_kwargs=PATH_FINDING)
+    optimal_return = evaluate_policy(GridWorld(**PATH_FINDING), lambda obs: int(optimum.policy[obs]), 1, seed=0)[0]
+    assert optimal_return == -10.0  # 11 moves around the forbidden cells, the last one into the target
+    assert result.eval_returns.mean() == optimal_return
