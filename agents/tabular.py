@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from rl.run import Run
@@ -87,7 +90,7 @@ def finish(run: Run, values: np.ndarray, policy: np.ndarray, q_values: np.ndarra
     return TabularResult(result.values, result.policy, result.q_values, eval_returns)
 
 
-def greedy_act_from_checkpoint(arrays: dict[str, np.ndarray]):
+def greedy_act_from_checkpoint(arrays: dict[str, np.ndarray], cfg: object, env: gym.Env) -> Callable[[Any], int]:
     """The greedy policy stored in a tabular checkpoint, as `act(obs) -> action`."""
     table = arrays["q"] if "q" in arrays else arrays["policy"]
     actions = greedy_actions(table)

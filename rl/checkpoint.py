@@ -1,9 +1,9 @@
 """Checkpoint I/O: arrays in safetensors, metadata as JSON, in one file written atomically; nothing is unpickled.
 
-A checkpoint is `checkpoint.safetensors` in the run directory. Its arrays are the learned state (tables now, network
-weights, optimiser and buffer state later); its JSON metadata (stored in the safetensors header under "meta") holds
-counters and RNG state. Writing goes to a temporary file that replaces the old one in a single rename, so a crash
-mid-write leaves the previous checkpoint intact.
+A checkpoint is `checkpoint.safetensors` in the run directory. Its arrays are the learned state (tables, network
+weights, optimiser and replay-buffer state); its JSON metadata (stored in the safetensors header under "meta") holds
+counters, RNG state and the skeletons that `flatten_state` makes of nested state dicts. Writing goes to a temporary
+file that replaces the old one in a single rename, so a crash mid-write leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save as save_arrays
 
@@ -66,3 +68,47 @@ def load_checkpoint(run_dir: Path) -> tuple[dict[str, np.ndarray], dict]:
             f"checkpoint {path} is corrupt or not ours ({error}); retrain, or restore the file from a backup."
         ) from None
     return arrays, meta
+
+
+def flatten_state(state: Any, prefix: str, arrays: dict[str, np.ndarray]) -> Any:
+    """Splits a nested state (a torch `state_dict()`, say) into arrays and a JSON-able skeleton.
+
+    Tensors and arrays move into `arrays` under dotted names starting with `prefix`; the skeleton keeps their place
+    with a marker. Dicts with non-string keys (an optimiser's per-parameter state) are kept as key-value pairs, since
+    JSON would turn their integer keys into strings.
+    """
+    if isinstance(state, torch.Tensor):
+        tensor = state.detach().cpu()
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        if tensor.dtype == torch.bfloat16:  # NumPy has no bfloat16; float32 holds every bfloat16 value exactly
+            tensor = tensor.float()
+        arrays[prefix] = tensor.numpy()
+        return {"__tensor__": prefix, "dtype": dtype}
+    if isinstance(state, np.ndarray):
+        arrays[prefix] = state
+        return {"__array__": prefix}
+    if isinstance(state, np.generic):
+        return state.item()
+    if isinstance(state, dict):
+        if all(isinstance(key, str) for key in state):
+            return {key: flatten_state(value, f"{prefix}.{key}", arrays) for key, value in state.items()}
+        return {"__items__": [[key, flatten_state(value, f"{prefix}.{key}", arrays)] for key, value in state.items()]}
+    if isinstance(state, (list, tuple)):
+        return [flatten_state(value, f"{prefix}.{i}", arrays) for i, value in enumerate(state)]
+    return state
+
+
+def unflatten_state(skeleton: Any, arrays: Mapping[str, np.ndarray]) -> Any:
+    """The inverse of `flatten_state`."""
+    if isinstance(skeleton, dict):
+        if "__tensor__" in skeleton:
+            tensor = torch.from_numpy(np.array(arrays[skeleton["__tensor__"]]))
+            return tensor.to(getattr(torch, skeleton["dtype"]))
+        if "__array__" in skeleton:
+            return np.array(arrays[skeleton["__array__"]])
+        if "__items__" in skeleton:
+            return {key: unflatten_state(value, arrays) for key, value in skeleton["__items__"]}
+        return {key: unflatten_state(value, arrays) for key, value in skeleton.items()}
+    if isinstance(skeleton, list):
+        return [unflatten_state(value, arrays) for value in skeleton]
+    return skeleton

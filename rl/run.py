@@ -15,17 +15,26 @@ import shutil
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+import torch
 
-from rl.checkpoint import load_checkpoint, save_checkpoint
-from rl.environments import make_env
+from rl.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
+from rl.environments import make_env, make_vector_env
 from rl.errors import UserError
 from rl.evaluation import evaluate_policy
 from rl.rollout import Rollout
 from rl.run_logger import RunLogger, new_run_dir
 from rl.seeding import generator_state, restore_generator, seed_everything
+
+
+class Stateful(Protocol):
+    """Anything with a state dict: torch modules and optimisers, the replay buffer."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -69,13 +78,17 @@ class Run:
         self.rng = seed_everything(spec.seed)
         self.stop_requested = False
         self._arrays: dict[str, np.ndarray] = {}
+        self._objects: dict[str, Stateful] = {}
         self._restored: dict[str, np.ndarray] = {}
+        self._restored_meta: dict[str, Any] = {}
         global_step, episodes, env_seed = 0, 0, spec.seed
         if run_dir is not None:
-            self._restored, meta = load_checkpoint(run_dir)
-            restore_generator(self.rng, meta["rng"])
-            global_step, episodes = meta["global_step"], meta["episodes"]
+            self._restored, self._restored_meta = load_checkpoint(run_dir)
+            restore_generator(self.rng, self._restored_meta["rng"])
+            torch.set_rng_state(torch.from_numpy(self._restored["torch_rng"]))
+            global_step, episodes = self._restored_meta["global_step"], self._restored_meta["episodes"]
             env_seed = spec.seed + global_step  # a fresh episode; a mid-episode env state is not saved.
+        self._env_seed = env_seed
         self.run_dir = (
             Path(run_dir) if run_dir is not None else new_run_dir(spec.runs_dir, spec.env_id, spec.agent, spec.seed)
         )
@@ -111,6 +124,29 @@ class Run:
         self._arrays[name] = initial
         return initial
 
+    def track(self, name: str, obj: Stateful) -> None:
+        """Registers an object with `state_dict()` and `load_state_dict()` (a network, an optimiser, a replay buffer):
+        restored now when resuming, saved at every checkpoint."""
+        skeletons = self._restored_meta.get("objects", {})
+        if name in skeletons:
+            try:
+                obj.load_state_dict(unflatten_state(skeletons[name], self._restored))
+            except (RuntimeError, ValueError, KeyError) as error:
+                raise UserError(
+                    f"checkpoint state {name!r} does not fit this run ({error}); "
+                    "resume with the env and config the run was started with."
+                ) from None
+        self._objects[name] = obj
+
+    def vector_rollout(self, num_envs: int) -> Rollout:
+        """Moves the run onto N copies of its env stepping together; env i is seeded with seed + i."""
+        self.env.close()
+        self.env = make_vector_env(self.spec.env_id, num_envs, self.spec.env_kwargs)
+        self.rollout = Rollout(
+            self.env, seed=self._env_seed, global_step=self.rollout.global_step, episodes=self.rollout.episodes
+        )
+        return self.rollout
+
     def keep_going(self) -> bool:
         """Logs what finished since the last call, checkpoints when due; False once the budget is spent or a stop
         signal came."""
@@ -139,13 +175,16 @@ class Run:
         return returns
 
     def save(self) -> Path:
+        arrays = {**self._arrays, "torch_rng": torch.get_rng_state().numpy()}
+        objects = {name: flatten_state(obj.state_dict(), name, arrays) for name, obj in self._objects.items()}
         meta = {
             "agent": self.spec.agent,
             "global_step": self.rollout.global_step,
             "episodes": self.rollout.episodes,
             "rng": generator_state(self.rng),
+            "objects": objects,
         }
-        return save_checkpoint(self.run_dir, self._arrays, meta)
+        return save_checkpoint(self.run_dir, arrays, meta)
 
     def __enter__(self) -> Run:
         self._previous_handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
