@@ -1,0 +1,82 @@
+"""The registry of agents the CLI reads: name, description, config class, train function, checkpoint replay."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from agents import monte_carlo, td
+from agents.tabular import greedy_act_from_checkpoint
+from rl.errors import UserError
+from rl.run import Run
+
+
+@dataclass(frozen=True)
+class AgentEntry:
+    """How the CLI trains an agent and replays its checkpoint."""
+
+    name: str
+    description: str
+    config: type
+    """The agent's frozen Config dataclass."""
+    train: Callable[[Any, Run], Any]
+    """train(cfg, run) -> result."""
+    act_from_checkpoint: Callable[[dict[str, np.ndarray], Any, gym.Env], Callable[[Any], Any]]
+    """act_from_checkpoint(arrays, cfg, env): the greedy policy `act(obs) -> action` a checkpoint stores."""
+
+
+def _tabular(name: str, description: str, config: type, train: Callable[[Any, Run], Any]) -> AgentEntry:
+    return AgentEntry(name, description, config, train, greedy_act_from_checkpoint)
+
+
+AGENTS: dict[str, AgentEntry] = {
+    entry.name: entry
+    for entry in [
+        _tabular(
+            "mc_basic",
+            "MC Basic: policy iteration with Monte Carlo estimates of q from every (s, a) (book 5.2)",
+            monte_carlo.MCBasicConfig,
+            monte_carlo.train_mc_basic,
+        ),
+        _tabular(
+            "mc_exploring_starts",
+            "Monte Carlo control with exploring starts, first- or every-visit (book 5.3)",
+            monte_carlo.MCExploringStartsConfig,
+            monte_carlo.train_mc_exploring_starts,
+        ),
+        _tabular(
+            "mc_epsilon_greedy",
+            "Monte Carlo control with an epsilon-greedy policy, no exploring starts (book 5.4)",
+            monte_carlo.MCEpsilonGreedyConfig,
+            monte_carlo.train_mc_epsilon_greedy,
+        ),
+        _tabular("td0", "TD(0) prediction of a given policy's state values (book 7.1)", td.TD0Config, td.train_td0),
+        _tabular("sarsa", "Sarsa: on-policy TD control (book 7.2)", td.TDConfig, td.train_sarsa),
+        _tabular(
+            "expected_sarsa",
+            "Expected Sarsa: the target averages over the policy (book 7.3.1)",
+            td.TDConfig,
+            td.train_expected_sarsa,
+        ),
+        _tabular("nstep_sarsa", "n-step Sarsa (book 7.3.2)", td.NStepSarsaConfig, td.train_nstep_sarsa),
+        _tabular(
+            "q_learning", "Q-learning with an epsilon-greedy behaviour (book 7.4)", td.TDConfig, td.train_q_learning
+        ),
+        _tabular(
+            "q_learning_offpolicy",
+            "Q-learning from a fixed behaviour policy's experience, uniform by default (book 7.4)",
+            td.OffPolicyQConfig,
+            td.train_q_learning_offpolicy,
+        ),
+    ]
+}
+
+
+def get_agent(name: str) -> AgentEntry:
+    if name not in AGENTS:
+        raise UserError(f"unknown agent {name!r}; choose one of: {', '.join(AGENTS)} (see `rl list`).")
+    return AGENTS[name]

@@ -1,0 +1,259 @@
+"""The `rl` command: train, eval, plan, list, compare and the demo.
+
+The CLI sits at the top of the dependency graph: it is the one module in `rl/` that reaches into `agents/` and `envs/`
+(imported lazily, so `rl` stays importable on its own). Mistakes a user can make end in one `error:` line and exit
+status 2; Ctrl-C or SIGTERM during training saves a checkpoint and exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from rl.config import build_config, config_dict, field_docs, load_toml, parse_assignments
+from rl.errors import UserError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    try:
+        return args.command(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rl", description="Reinforcement learning from tables to language models.")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    train = sub.add_parser(
+        "train",
+        help="train an agent on a Gymnasium env",
+        epilog=agent_config_help(argv),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("agent", nargs="?", help="agent name (see `rl list`)")
+    train.add_argument("--env", help="anything gymnasium.make accepts, module:Name-v0 included")
+    budget = train.add_mutually_exclusive_group()
+    budget.add_argument("--total-steps", type=int, help="environment steps to train for")
+    budget.add_argument("--total-episodes", type=int, help="episodes to train for")
+    train.add_argument("--seed", type=int, nargs="+", default=[0], help="one run per seed, one after another")
+    train.add_argument("--runs-dir", default="runs", help="parent directory of the run directories")
+    train.add_argument("--config", help="TOML file of agent config fields (and an [env_kwargs] table)")
+    train.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", help="override agent config fields")
+    train.add_argument(
+        "--env-kwargs", nargs="+", action="extend", metavar="KEY=VALUE", help="kwargs for gymnasium.make"
+    )
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    train.add_argument("--checkpoint-every", type=int, default=50_000, help="environment steps between checkpoints")
+    train.add_argument("--eval-episodes", type=int, default=10, help="greedy episodes in the final evaluation")
+    train.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
+    train.set_defaults(command=cmd_train)
+
+    evaluate = sub.add_parser("eval", help="run a trained agent's greedy policy")
+    evaluate.add_argument("run_dir", help="a run directory written by `rl train`")
+    evaluate.add_argument("--episodes", type=int, default=10)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.set_defaults(command=cmd_eval)
+
+    plan = sub.add_parser("plan", help="optimal values and policy of an env that exposes its model")
+    plan.add_argument("--env", required=True)
+    plan.add_argument(
+        "--algo",
+        default="value_iteration",
+        choices=["value_iteration", "policy_iteration", "truncated_policy_iteration"],
+    )
+    plan.add_argument("--gamma", type=float, default=0.9)
+    plan.add_argument("--env-kwargs", nargs="+", action="extend", metavar="KEY=VALUE")
+    plan.add_argument("--json", action="store_true", help='print {"values": [...], "policy": [...]}')
+    plan.set_defaults(command=cmd_plan)
+
+    listing = sub.add_parser("list", help="agents and the envs this package registers")
+    listing.set_defaults(command=cmd_list)
+
+    compare = sub.add_parser("compare", help="compare runs: a table over seeds and mean +- std curves")
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    compare.add_argument("--tag", default="charts/episodic_return")
+    compare.add_argument("--out", help="PNG file for the curves")
+    compare.set_defaults(command=cmd_compare)
+
+    demo = sub.add_parser("demo", help="train tabular agents on the grid world and compare them with the optimum")
+    demo.add_argument("--runs-dir", default="runs")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(command=cmd_demo)
+    return parser
+
+
+def agent_config_help(argv: list[str]) -> str | None:
+    """For `rl train AGENT --help`: the agent's config fields, their defaults and docs."""
+    if len(argv) < 2 or argv[0] != "train":
+        return "Run `rl train AGENT --help` to see an agent's config fields."
+    from agents.registry import AGENTS
+
+    entry = AGENTS.get(argv[1])
+    if entry is None:
+        return None
+    docs = field_docs(entry.config)
+    lines = [f"{entry.name}: {entry.description}", "config fields (--set KEY=VALUE):"]
+    for f in fields(entry.config):
+        lines.append(f"  {f.name} = {f.default!r}    {docs.get(f.name, '')}")
+    return "\n".join(lines)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import envs  # noqa: F401  (registers GridWorld-v0)
+    from agents.registry import get_agent
+    from rl.run import Run
+
+    if args.resume:
+        jobs = [resume_job(args)]
+    else:
+        if not args.agent or not args.env:
+            raise UserError("rl train needs an agent and --env (or --resume RUN_DIR); see `rl train --help`.")
+        jobs = [new_job(args, seed) for seed in args.seed]
+    for spec, overrides, run_dir in jobs:
+        entry = get_agent(spec.agent)
+        cfg = build_config(entry.config, overrides, spec.agent)
+        with Run(spec, config_dict(cfg), run_dir=run_dir) as run:
+            run.logger.line(f"training {spec.agent} on {spec.env_id} (seed {spec.seed}) -> {run.run_dir}")
+            entry.train(cfg, run)
+        if run.stop_requested:
+            print(f"stopped at step {run.rollout.global_step}; checkpoint saved.", file=sys.stderr)
+            print(f"resume with: rl train --resume {run.run_dir}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        print(f"run directory: {run.run_dir}")
+    return 0
+
+
+def new_job(args: argparse.Namespace, seed: int) -> tuple[Any, dict, None]:
+    from rl.run import RunSpec
+
+    file_config = load_toml(args.config) if args.config else {}
+    env_kwargs = {**file_config.pop("env_kwargs", {}), **parse_assignments(args.env_kwargs, "--env-kwargs")}
+    overrides = {**file_config, **parse_assignments(args.set, "--set")}
+    spec = RunSpec(
+        agent=args.agent,
+        env_id=args.env,
+        env_kwargs=env_kwargs,
+        seed=seed,
+        total_steps=args.total_steps,
+        total_episodes=args.total_episodes,
+        runs_dir=args.runs_dir,
+        checkpoint_every=args.checkpoint_every,
+        eval_episodes=args.eval_episodes,
+        quiet=args.quiet,
+    )
+    return spec, overrides, None
+
+
+def resume_job(args: argparse.Namespace) -> tuple[Any, dict, Path]:
+    """The spec and config a run was started with; --total-steps or --total-episodes may extend its budget."""
+    from rl.run import RunSpec
+
+    run_dir = Path(args.resume)
+    saved = read_run_config(run_dir)
+    spec_fields = dict(saved["spec"])
+    if args.total_steps is not None or args.total_episodes is not None:
+        spec_fields.update(total_steps=args.total_steps, total_episodes=args.total_episodes)
+    spec_fields["quiet"] = args.quiet
+    return RunSpec(**spec_fields), saved["agent_config"], run_dir
+
+
+def read_run_config(run_dir: Path) -> dict:
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise UserError(f"{run_dir} has no config.json; pass a run directory written by `rl train`.")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path} is not valid JSON ({error}); the run directory is damaged.") from None
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import envs  # noqa: F401
+    from agents.registry import get_agent
+    from rl.checkpoint import load_checkpoint
+    from rl.environments import make_env
+    from rl.evaluation import evaluate_policy
+
+    saved = read_run_config(Path(args.run_dir))
+    spec = saved["spec"]
+    entry = get_agent(spec["agent"])
+    arrays, _ = load_checkpoint(Path(args.run_dir))
+    cfg = build_config(entry.config, saved["agent_config"], spec["agent"])
+    env = make_env(spec["env_id"], spec["env_kwargs"])
+    act = entry.act_from_checkpoint(arrays, cfg, env)
+    returns = evaluate_policy(env, act, args.episodes, seed=args.seed)
+    env.close()
+    summary = {"mean_return": float(returns.mean()), "std_return": float(returns.std()), "episodes": args.episodes}
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    import envs  # noqa: F401
+    from agents.planning import PLANNERS
+    from rl.environments import make_env
+    from rl.mdp import require_model
+
+    env = make_env(args.env, parse_assignments(args.env_kwargs, "--env-kwargs"))
+    result = PLANNERS[args.algo](require_model(env, args.env), args.gamma)
+    if args.json:
+        print(json.dumps({"values": result.values.tolist(), "policy": result.policy.tolist()}))
+        return 0
+    print(f"{args.algo} on {args.env}, gamma={args.gamma}: converged in {result.iterations} iterations")
+    inner = env.unwrapped
+    if hasattr(inner, "format_values") and hasattr(inner, "format_policy"):
+        print("\noptimal state values:\n" + inner.format_values(result.values))
+        print("\noptimal policy:\n" + inner.format_policy(result.policy))
+    else:
+        print("\nstate  value  action")
+        for s, (value, action) in enumerate(zip(result.values, result.policy, strict=True)):
+            print(f"{s:5d}  {value:8.3f}  {action}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from agents.registry import AGENTS
+    from envs import ENV_DESCRIPTIONS
+
+    print("agents:")
+    for entry in AGENTS.values():
+        print(f"  {entry.name:22s} {entry.description}")
+    print("\nenvironments registered by this package (plus everything in Gymnasium):")
+    for env_id, description in ENV_DESCRIPTIONS.items():
+        print(f"  {env_id:22s} {description}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from rl.compare import compare
+
+    print(compare([Path(d) for d in args.run_dirs], args.tag, Path(args.out) if args.out else None))
+    if args.out:
+        print(f"curves written to {args.out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rl.demo import run_demo
+
+    run_demo(Path(args.runs_dir), args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

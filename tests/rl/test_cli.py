@@ -1,0 +1,179 @@
+"""The `rl` command end to end: train, eval, plan, compare, resume, interruption and the error cases."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import envs  # noqa: F401
+from agents.planning import value_iteration
+from envs.grid_world import GridWorld
+from rl.checkpoint import load_checkpoint
+from rl.cli import main
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_dir_from(out: str) -> Path:
+    return Path(out.strip().splitlines()[-1].removeprefix("run directory: "))
+
+
+def test_train_then_eval_round_trip(capsys, tmp_path):
+    code, out, _ = run_cli(
+        capsys, "train", "q_learning", "--env", "FrozenLake-v1", "--env-kwargs", "is_slippery=false",
+        "--total-steps", "8000", "--runs-dir", str(tmp_path), "--set", "alpha=0.5", "epsilon=0.2", "--quiet",
+    )  # fmt: skip
+    assert code == 0
+    run_dir = run_dir_from(out)
+    assert run_dir.parent == tmp_path and run_dir.name.startswith("FrozenLake-v1__q_learning__s0__")
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["agent_config"]["alpha"] == 0.5 and config["spec"]["env_kwargs"] == {"is_slippery": False}
+    code, out, _ = run_cli(capsys, "eval", str(run_dir), "--episodes", "5")
+    assert code == 0
+    assert json.loads(out.strip().splitlines()[-1]) == {"mean_return": 1.0, "std_return": 0.0, "episodes": 5}
+
+
+def test_several_seeds_make_separate_runs_and_compare_them(capsys, tmp_path):
+    code, out, _ = run_cli(
+        capsys, "train", "sarsa", "--env", "GridWorld-v0", "--total-steps", "3000", "--seed", "0", "1",
+        "--runs-dir", str(tmp_path), "--quiet",
+    )  # fmt: skip
+    assert code == 0
+    run_dirs = [Path(line.removeprefix("run directory: ")) for line in out.splitlines() if line.startswith("run dir")]
+    assert [d.name.split("__")[2] for d in run_dirs] == ["s0", "s1"]
+    png = tmp_path / "curves.png"
+    code, out, _ = run_cli(capsys, "compare", *map(str, run_dirs), "--out", str(png))
+    assert code == 0
+    assert "sarsa" in out and "GridWorld-v0" in out
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_config_file_and_set_override(capsys, tmp_path):
+    config = tmp_path / "sarsa.toml"
+    config.write_text("alpha = 0.3\nepsilon = 0.2\n[env_kwargs]\nstart = [1, 1]\n")
+    code, out, _ = run_cli(
+        capsys, "train", "sarsa", "--env", "GridWorld-v0", "--total-episodes", "2", "--config", str(config),
+        "--set", "epsilon=0.05", "--runs-dir", str(tmp_path), "--quiet",
+    )  # fmt: skip
+    assert code == 0
+    saved = json.loads((run_dir_from(out) / "config.json").read_text())
+    assert saved["agent_config"]["alpha"] == 0.3 and saved["agent_config"]["epsilon"] == 0.05
+    assert saved["spec"]["env_kwargs"] == {"start": [1, 1]} and saved["spec"]["total_episodes"] == 2
+
+
+def test_plan_json_matches_the_planner(capsys):
+    code, out, _ = run_cli(capsys, "plan", "--env", "GridWorld-v0", "--gamma", "0.9", "--json")
+    assert code == 0
+    plan = json.loads(out.strip().splitlines()[-1])
+    expected = value_iteration(GridWorld().model(), 0.9)
+    np.testing.assert_allclose(plan["values"], expected.values)
+    assert plan["policy"] == expected.policy.tolist()
+
+
+def test_plan_prints_the_grid(capsys):
+    code, out, _ = run_cli(capsys, "plan", "--env", "GridWorld-v0", "--algo", "policy_iteration")
+    assert code == 0
+    assert "10.0" in out and "→" in out
+
+
+def test_resume_continues_the_run(capsys, tmp_path):
+    code, out, _ = run_cli(
+        capsys, "train", "expected_sarsa", "--env", "GridWorld-v0", "--total-steps", "1000",
+        "--runs-dir", str(tmp_path), "--quiet",
+    )  # fmt: skip
+    run_dir = run_dir_from(out)
+    code, out, _ = run_cli(capsys, "train", "--resume", str(run_dir), "--total-steps", "3000", "--quiet")
+    assert code == 0 and run_dir_from(out) == run_dir
+    _, meta = load_checkpoint(run_dir)
+    assert meta["global_step"] == 3000
+
+
+def test_list_names_agents_and_envs(capsys):
+    code, out, _ = run_cli(capsys, "list")
+    assert code == 0
+    for name in ["mc_basic", "mc_exploring_starts", "mc_epsilon_greedy", "td0", "sarsa", "expected_sarsa",
+                 "nstep_sarsa", "q_learning", "q_learning_offpolicy", "GridWorld-v0"]:  # fmt: skip
+        assert name in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "sarsa", "--env", "NoSuchEnv-v0", "--total-steps", "10"], "unknown env id 'NoSuchEnv-v0'"),
+        (["train", "sarsa_lambda", "--env", "GridWorld-v0", "--total-steps", "10"], "unknown agent 'sarsa_lambda'"),
+        (["train", "sarsa", "--env", "GridWorld-v0", "--total-steps", "10", "--set", "gama=0.9"], "no config key"),
+        (["train", "sarsa", "--env", "GridWorld-v0", "--total-steps", "10", "--set", "alpha=fast"], "must be float"),
+        (["train", "sarsa", "--env", "CartPole-v1", "--total-steps", "10"], "Discrete observation space"),
+        (["train", "sarsa", "--env", "GridWorld-v0"], "--total-steps"),
+        (["train", "sarsa", "--env", "GridWorld-v0", "--total-steps", "10", "--env-kwargs", "rows=-1"], "rows"),
+        (["eval", "/nonexistent/run"], "config.json"),
+        (["plan", "--env", "CartPole-v1"], "does not expose its model"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(capsys, tmp_path, argv, message):
+    code, out, err = run_cli(capsys, *argv, *(["--runs-dir", str(tmp_path)] if argv[0] == "train" else []))
+    assert code == 2
+    assert err.startswith("error: ") and message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not list(tmp_path.iterdir())  # no half-made run directory left behind
+
+
+def test_corrupt_checkpoint_is_reported(capsys, tmp_path):
+    code, out, _ = run_cli(
+        capsys, "train", "sarsa", "--env", "GridWorld-v0", "--total-steps", "100", "--runs-dir", str(tmp_path),
+        "--quiet",
+    )  # fmt: skip
+    run_dir = run_dir_from(out)
+    (run_dir / "checkpoint.safetensors").write_bytes(b"garbage")
+    code, _, err = run_cli(capsys, "eval", str(run_dir))
+    assert code == 2 and "corrupt" in err
+
+
+def test_sigint_saves_a_checkpoint_and_resume_finishes(tmp_path):
+    """A real process: Ctrl-C mid-run saves the learned table, exits 130, and --resume picks it up."""
+    command = [sys.executable, "-m", "rl.cli", "train", "q_learning_offpolicy", "--env", "GridWorld-v0",
+               "--total-steps", "50000000", "--runs-dir", str(tmp_path), "--quiet"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not list(tmp_path.glob("*/config.json")) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.5)  # let it learn something
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "resume with: rl train --resume" in err
+    (run_dir,) = tmp_path.iterdir()
+    arrays, meta = load_checkpoint(run_dir)
+    assert 0 < meta["global_step"] < 50_000_000 and np.abs(arrays["q"]).sum() > 0
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rl.cli",
+            "train",
+            "--resume",
+            str(run_dir),
+            "--total-steps",
+            str(meta["global_step"] + 1000),
+            "--quiet",
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ},
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    _, meta_after = load_checkpoint(run_dir)
+    assert meta_after["global_step"] == meta["global_step"] + 1000
