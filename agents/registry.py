@@ -9,7 +9,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents import monte_carlo, td
+from agents import dqn, linear, monte_carlo, td
 from agents.tabular import greedy_act_from_checkpoint
 from rl.errors import UserError
 from rl.run import Run
@@ -71,6 +71,34 @@ AGENTS: dict[str, AgentEntry] = {
             "Q-learning from a fixed behaviour policy's experience, uniform by default (book 7.4)",
             td.OffPolicyQConfig,
             td.train_q_learning_offpolicy,
+        ),
+        AgentEntry(
+            "td_linear",
+            "TD-Linear: semi-gradient TD(0) prediction with linear features (book 8.2, S&B 9.3)",
+            linear.PredictionConfig,
+            linear.train_td_linear,
+            linear.prediction_act_from_checkpoint,
+        ),
+        AgentEntry(
+            "sarsa_linear",
+            "Semi-gradient Sarsa with linear features; tile coding by default (book 8.3.1, S&B 10.1)",
+            linear.ControlConfig,
+            linear.train_sarsa_linear,
+            linear.act_from_checkpoint,
+        ),
+        AgentEntry(
+            "q_learning_linear",
+            "Q-learning with linear features; tile coding by default (book 8.3.2)",
+            linear.ControlConfig,
+            linear.train_q_learning_linear,
+            linear.act_from_checkpoint,
+        ),
+        AgentEntry(
+            "dqn",
+            "Deep Q-network: replay buffer, target network; double, n-step and prioritized options (book 8.4)",
+            dqn.Config,
+            dqn.train,
+            dqn.act_from_checkpoint,
         ),
     ]
 }

@@ -81,7 +81,7 @@ def build_config(cls: type, overrides: dict[str, Any], owner: str) -> Any:
     try:
         return cls(**values)
     except ValueError as error:
-        raise UserError(f"bad {owner} config: {error}") from None
+        raise UserError(f"bad {owner} config: {error}; fix it with --set KEY=VALUE or in the --config file.") from None
 
 
 def coerce(value: Any, hint: Any, what: str) -> Any:
