@@ -57,7 +57,6 @@ from agents.tabular import (
     table_shape,
 )
 from rl.errors import UserError
-from rl.rollout import EpisodeStats, Rollout
 from rl.run import Run
 
 
@@ -227,19 +226,8 @@ def generate_episode(
         ended = bool(transition.terminated or transition.truncated)
     episode = Episode(np.array(states, dtype=np.int64), np.array(actions, dtype=np.int64), np.array(rewards))
     if not ended:
-        end_cut_episode(rollout, episode)
+        rollout.end_episode()
     return episode
-
-
-def end_cut_episode(rollout: Rollout, episode: Episode) -> None:
-    """Counts an episode cut at the agent's length limit as finished, as a TimeLimit truncation would be, and resets.
-
-    `Rollout.reset` alone drops the running episode unrecorded: it would go unlogged, and with cut episodes only,
-    a --total-episodes budget would never run out.
-    """
-    rollout.finished.append(EpisodeStats(float(episode.rewards.sum()), len(episode.rewards)))
-    rollout.episodes += 1
-    rollout.reset()
 
 
 # ---- the agents ----

@@ -65,6 +65,16 @@ class Rollout:
         self._lengths[:] = 0
         return self.obs
 
+    def end_episode(self) -> Any:
+        """Counts the running episode(s) as finished, as a TimeLimit truncation would, and starts afresh.
+
+        For agents that cut episodes at a length of their own (Monte Carlo's episode length): `reset` alone would
+        drop the episode unlogged, and a --total-episodes budget would never run out.
+        """
+        for i in range(self.num_envs):
+            self._finish(i)
+        return self.reset()
+
     def step(self, actions: Any) -> Transition:
         if self.is_vector:
             return self._step_vector(actions)

@@ -37,6 +37,18 @@ def test_termination_is_not_truncation():
     assert episode.episode_return == 5.0 and episode.length == 1
 
 
+def test_end_episode_records_a_cut_episode_and_reset_does_not():
+    env = gym.make("GridWorld-v0", start=[1, 1], r_boundary=-1.0)
+    rollout = Rollout(env, seed=0)
+    rollout.step(RIGHT), rollout.step(0)  # right (reward 0), then up into the boundary (reward -1)
+    assert rollout.end_episode() == 0 and rollout.obs == 0
+    (cut,) = rollout.pop_finished()
+    assert (cut.episode_return, cut.length, rollout.episodes) == (-1.0, 2, 1)
+    rollout.step(RIGHT)
+    rollout.reset()  # abandoned: not counted
+    assert rollout.pop_finished() == [] and rollout.episodes == 1 and rollout.global_step == 3
+
+
 def test_vector_env_final_observation_and_counters():
     envs_ = make_vector_env("GridWorld-v0", 2, {"start": [1, 1]})
     rollout = Rollout(envs_, seed=0)
