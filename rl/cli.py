@@ -1,8 +1,8 @@
-"""The `rl` command: train, eval, plan, list, compare and the demo.
+"""The `rl` command: train, eval, plan, list, compare, the demo, and `rl llm` (language models).
 
-The CLI sits at the top of the dependency graph: it is the one module in `rl/` that reaches into `agents/` and `envs/`
-(imported lazily, so `rl` stays importable on its own). Mistakes a user can make end in one `error:` line and exit
-status 2; Ctrl-C or SIGTERM during training saves a checkpoint and exits with 130.
+The CLI sits at the top of the dependency graph: it is the one module in `rl/` that reaches into `agents/`, `envs/`
+and `llm_rl/` (imported lazily, so `rl` stays importable on its own). Mistakes a user can make end in one `error:`
+line and exit status 2; Ctrl-C or SIGTERM during training saves a checkpoint and exits with 130.
 """
 
 from __future__ import annotations
@@ -94,6 +94,12 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     demo.add_argument("--runs-dir", default="runs")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(command=cmd_demo)
+
+    llm = sub.add_parser("llm", help="language models: supervised warm-up (sft) and evaluation (eval)")
+    if argv[:1] == ["llm"]:  # llm_rl imports torch, so its subcommands are built only when asked for
+        from llm_rl.cli import add_llm_parser
+
+        add_llm_parser(llm)
     return parser
 
 

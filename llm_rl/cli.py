@@ -1,0 +1,172 @@
+"""The `rl llm` commands: supervised warm-up (`sft`) and evaluation of a checkpoint (`eval`).
+
+    rl llm sft --task addition [--model PATH | --model-config tiny|small] [--steps N] [--runs-dir DIR] [--seed S]
+               [--set KEY=VALUE ...] [--config FILE.toml] [--resume RUN_DIR] [--quiet]
+    rl llm eval CHECKPOINT --task addition [--data FILE] [--n N] [--samples K] [--seed S] [--levels L ...]
+
+`rl/cli.py` builds these subcommands only when the command line starts with `llm`, since llm_rl imports torch.
+Mistakes raise UserError (the `rl` entry point prints one `error:` line and exits with 2); `sft` stopped by SIGINT or
+SIGTERM saves its checkpoint and exits with 130. `eval` prints one line per level, then its JSON summary last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from dataclasses import fields
+from pathlib import Path
+
+from rl.config import build_config, field_docs, load_toml, parse_assignments
+from rl.errors import UserError
+
+EXIT_INTERRUPTED = 130
+DEFAULT_EVAL_PROBLEMS = 300
+"""Problems `rl llm eval` draws from a task when --n is not given (50 per level for addition's six)."""
+
+
+def add_llm_parser(llm: argparse.ArgumentParser) -> None:
+    """Adds the `sft` and `eval` subcommands to the `rl llm` parser."""
+    from llm_rl.model import PRESETS
+
+    sub = llm.add_subparsers(required=True, metavar="COMMAND")
+    sft = sub.add_parser(
+        "sft",
+        help="supervised warm-up on a task's worked solutions",
+        epilog=sft_config_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sft.add_argument("--task", help="task to train on: addition, multiplication or countdown")
+    source = sft.add_mutually_exclusive_group()
+    source.add_argument("--model", metavar="PATH", help="Hugging Face model directory to fine-tune")
+    source.add_argument(
+        "--model-config", default="tiny", choices=list(PRESETS), help="built-in model trained from scratch"
+    )
+    sft.add_argument("--steps", type=int, help="optimiser steps (the config's `steps`)")
+    sft.add_argument("--runs-dir", default="runs", help="parent directory of the run directory")
+    sft.add_argument("--seed", type=int, default=0)
+    sft.add_argument("--config", help="TOML file of SFT config fields")
+    sft.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", help="override SFT config fields")
+    sft.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    sft.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
+    sft.set_defaults(command=cmd_sft)
+
+    evaluate = sub.add_parser("eval", help="accuracy and pass@k of a checkpoint on held-out problems")
+    evaluate.add_argument("checkpoint", help="a model directory (RUN_DIR/model, or the run directory itself)")
+    evaluate.add_argument("--task", help="task whose held-out problems and verifier to use")
+    evaluate.add_argument("--data", help="JSONL or Parquet file of problems instead of the task's generator")
+    evaluate.add_argument(
+        "--n", type=int, help=f"problems: from the task, spread over its levels (default {DEFAULT_EVAL_PROBLEMS}); "
+        "from --data, the first N rows (default all)"
+    )  # fmt: skip
+    evaluate.add_argument("--levels", type=int, nargs="+", help="task levels (default: the task's held-out levels)")
+    evaluate.add_argument(
+        "--samples", type=int, default=1, help="completions per problem, k of pass@k (accuracy scores the first)"
+    )
+    evaluate.add_argument(
+        "--temperature", type=float, help="sampling temperature (default 0 = greedy if k = 1, else 1)"
+    )
+    evaluate.add_argument("--max-new-tokens", type=int, default=256)
+    evaluate.add_argument("--batch-size", type=int, default=64, help="completions generated together")
+    evaluate.add_argument("--seed", type=int, default=0, help="seeds the drawn problems and the sampling")
+    evaluate.add_argument("--threads", type=int, default=1, help="torch CPU threads (raise it for a large model)")
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.set_defaults(command=cmd_eval)
+
+
+def sft_config_help() -> str:
+    """For `rl llm sft --help`: the SFT config fields, their defaults and docs."""
+    from llm_rl.sft import SFTConfig
+
+    docs = field_docs(SFTConfig)
+    lines = ["config fields (--set KEY=VALUE or --config FILE.toml):"]
+    lines += [f"  {f.name} = {f.default!r}    {docs.get(f.name, '')}" for f in fields(SFTConfig)]
+    return "\n".join(lines)
+
+
+def cmd_sft(args: argparse.Namespace) -> int:
+    from llm_rl.sft import SFTConfig, SFTSpec, train
+    from llm_rl.tasks import get_task
+
+    overrides = load_toml(args.config) if args.config else {}
+    overrides |= parse_assignments(args.set, "--set")
+    if args.steps is not None:
+        overrides["steps"] = args.steps
+    if args.resume:
+        saved = read_run_config(Path(args.resume))
+        spec = SFTSpec(**{**saved["spec"], "quiet": args.quiet})
+        overrides = {**saved["sft_config"], **overrides}
+    else:
+        if not args.task:
+            raise UserError("rl llm sft needs --task NAME (or --resume RUN_DIR); see `rl llm sft --help`.")
+        get_task(args.task)
+        spec = SFTSpec(args.task, args.seed, args.model, args.model_config, args.runs_dir, args.quiet)
+    cfg = build_config(SFTConfig, overrides, "sft")
+    result = train(cfg, spec, Path(args.resume) if args.resume else None)
+    if result.stopped:
+        print(f"stopped at step {result.steps}; checkpoint saved.", file=sys.stderr)
+        print(f"resume with: rl llm sft --resume {result.run_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"checkpoint: {result.checkpoint}")
+    return 0
+
+
+def read_run_config(run_dir: Path) -> dict:
+    """config.json of an SFT run directory."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise UserError(f"{run_dir} has no config.json; pass a run directory written by `rl llm sft`.")
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path} is not valid JSON ({error}); the run directory is damaged.") from None
+    if not isinstance(saved, dict) or "sft_config" not in saved or "spec" not in saved:
+        raise UserError(f"{run_dir} was not written by `rl llm sft`; pass an SFT run directory to --resume.")
+    return saved
+
+
+def checkpoint_dir(path: Path) -> Path:
+    """The model directory: `path` itself, or `path/model` when `path` is an SFT run directory."""
+    from llm_rl.sft import MODEL_DIR
+
+    if not path.is_dir():
+        raise UserError(
+            f"checkpoint directory {path} does not exist; pass the directory `rl llm sft` printed (RUN_DIR/model) "
+            "or a Hugging Face model directory."
+        )
+    return path / MODEL_DIR if (path / MODEL_DIR / "config.json").is_file() else path
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from llm_rl.data import load_problems
+    from llm_rl.evaluate import evaluate, held_out_problems
+    from llm_rl.hf_io import load_pretrained
+    from llm_rl.tasks import get_task
+
+    path = checkpoint_dir(Path(args.checkpoint))
+    if args.task is None and args.data is None:
+        raise UserError("rl llm eval needs --task NAME or --data FILE to know what to evaluate on.")
+    if args.n is not None and args.n < 1:
+        raise UserError(f"--n must be at least 1, not {args.n}.")
+    task = get_task(args.task) if args.task else None
+    if args.data:
+        problems = load_problems(args.data, limit=args.n)
+    else:
+        problems = held_out_problems(task, args.n or DEFAULT_EVAL_PROBLEMS, args.seed, args.levels or ())
+    torch.set_num_threads(args.threads)
+    model, tokenizer = load_pretrained(path, dtype=torch.float32, device=args.device)
+    temperature = args.temperature if args.temperature is not None else (0.0 if args.samples == 1 else 1.0)
+    result = evaluate(
+        model, tokenizer, problems, samples=args.samples, batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens, temperature=temperature, seed=args.seed,
+        check=task.check if task else None,
+    )  # fmt: skip
+    counts = Counter(problem.level for problem in problems)
+    for level, accuracy in result.per_level.items():
+        print(f"level {level}: accuracy {accuracy:.3f} ({counts[level]} problems)")
+    summary = {"accuracy": result.accuracy, "pass_at_k": result.pass_at_k, "mean_length": result.mean_length}
+    print(json.dumps({**summary, "n": result.n}))
+    return 0

@@ -1,0 +1,181 @@
+"""`rl llm` end to end through `rl.cli.main`: sft then eval (a task, a run directory, a data file, k samples), the run
+directory's config and TensorBoard tags, Ctrl-C then --resume, the lazy hook, and the one-line error cases."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from llm_rl import sft
+from llm_rl.hf_io import load_pretrained
+from rl.cli import main
+
+QUICK = ["--quiet", "--set", "levels=[1]", "eval_levels=[1]", "batch_size=8", "eval_problems=2", "num_threads=1"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    assert (
+        main(["llm", "sft", "--task", "addition", "--steps", "30", "--runs-dir", str(runs), "--seed", "2", *QUICK]) == 0
+    )
+    (run_dir,) = runs.iterdir()
+    return run_dir / "model"
+
+
+def test_sft_writes_a_run_directory_with_config_tags_and_checkpoint(checkpoint):
+    run_dir = checkpoint.parent
+    assert run_dir.name.startswith("addition__sft__s2__")
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["spec"]["task"] == "addition" and saved["spec"]["seed"] == 2
+    assert saved["sft_config"]["steps"] == 30 and saved["sft_config"]["levels"] == [1]
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in checkpoint.iterdir()}
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert {"losses/sft_loss", "charts/learning_rate", "eval/accuracy"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("losses/sft_loss")] == list(range(1, 31))  # x-axis: optimiser steps
+    assert [e.step for e in events.Scalars("eval/accuracy")] == [30]
+
+
+def test_sft_prints_the_checkpoint_last(capsys, tmp_path):
+    code, out, _ = run_cli(
+        capsys, "llm", "sft", "--task", "addition", "--steps", "3", "--runs-dir", str(tmp_path), *QUICK
+    )
+    assert code == 0
+    (run_dir,) = tmp_path.iterdir()
+    assert out.strip().splitlines()[-1] == f"checkpoint: {run_dir / 'model'}"
+
+
+def test_eval_prints_json_last(capsys, checkpoint):
+    code, out, _ = run_cli(
+        capsys, "llm", "eval", str(checkpoint), "--task", "addition", "--n", "6", "--levels", "1", "2"
+    )
+    assert code == 0
+    *levels, last = out.strip().splitlines()
+    summary = json.loads(last)
+    assert set(summary) == {"accuracy", "pass_at_k", "mean_length", "n"} and summary["n"] == 6
+    assert summary["pass_at_k"] == summary["accuracy"]  # one greedy sample: pass@1 is the accuracy
+    assert 0 < summary["mean_length"] <= 256
+    assert levels == [line for line in levels if line.startswith("level ")] and len(levels) == 2
+    # the run directory stands for its model; the same problems give the same answer
+    code, out, _ = run_cli(
+        capsys, "llm", "eval", str(checkpoint.parent), "--task", "addition", "--n", "6", "--levels", "1", "2"
+    )
+    assert code == 0 and json.loads(out.strip().splitlines()[-1]) == summary
+
+
+def test_eval_with_samples_and_a_data_file(capsys, checkpoint, tmp_path):
+    code, out, _ = run_cli(
+        capsys, "llm", "eval", str(checkpoint), "--task", "addition", "--n", "4", "--levels", "1", "--samples", "3"
+    )
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and summary["n"] == 4 and summary["pass_at_k"] >= summary["accuracy"]
+    data = tmp_path / "sums.jsonl"
+    data.write_text("\n".join(json.dumps({"question": f"Q: {a}+{a}=", "answer": str(2 * a)}) for a in range(5)))
+    code, out, _ = run_cli(capsys, "llm", "eval", str(checkpoint), "--data", str(data), "--n", "3")
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["n"] == 3
+
+
+def test_ctrl_c_saves_and_resume_finishes(capsys, tmp_path, monkeypatch):
+    real_sample_batch, calls = sft.sample_batch, []
+
+    def interrupt_at_step_3(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_sample_batch(*args, **kwargs)
+
+    monkeypatch.setattr(sft, "sample_batch", interrupt_at_step_3)
+    code, _, err = run_cli(
+        capsys, "llm", "sft", "--task", "addition", "--steps", "6", "--runs-dir", str(tmp_path), *QUICK
+    )
+    (run_dir,) = tmp_path.iterdir()
+    assert code == 130 and "stopped at step 3" in err and f"rl llm sft --resume {run_dir}" in err
+    assert (run_dir / "model" / "model.safetensors").is_file()
+    monkeypatch.setattr(sft, "sample_batch", real_sample_batch)
+    code, out, _ = run_cli(capsys, "llm", "sft", "--resume", str(run_dir), "--quiet")
+    assert code == 0 and out.strip().endswith(f"checkpoint: {run_dir / 'model'}")
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert sorted(e.step for e in events.Scalars("losses/sft_loss")) == list(range(1, 7))
+
+
+def test_sft_fine_tunes_a_hugging_face_directory(capsys, checkpoint, tmp_path):
+    """--model starts from the given weights: with a vanishing step size the saved model is the one loaded."""
+    code, out, _ = run_cli(
+        capsys, "llm", "sft", "--task", "addition", "--model", str(checkpoint), "--steps", "2",
+        "--runs-dir", str(tmp_path), *QUICK, "learning_rate=1e-12", "eval_problems=0",
+    )  # fmt: skip
+    assert code == 0
+    tuned = Path(out.strip().splitlines()[-1].removeprefix("checkpoint: "))
+    assert tuned.parent.parent == tmp_path and (tuned / "generation_config.json").is_file()
+    (source, tokenizer), (model, _) = load_pretrained(checkpoint), load_pretrained(tuned)
+    ids = torch.tensor([tokenizer.encode("Q: 3+4=\n3+4=7").ids])
+    torch.testing.assert_close(model(ids), source(ids), rtol=0, atol=1e-5)
+
+
+def test_help_lists_the_sft_config_fields(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["llm", "sft", "--help"])
+    assert exit_info.value.code == 0
+    assert "learning_rate = 0.003" in capsys.readouterr().out
+
+
+def test_other_commands_do_not_import_llm_rl():
+    code = "import sys; from rl.cli import build_parser; build_parser(['list']); print('llm_rl' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["llm", "sft", "--task", "subtraction"], "unknown task 'subtraction'"),
+        (["llm", "sft"], "needs --task"),
+        (["llm", "sft", "--task", "addition", "--set", "no_such_field=1"], "no config key 'no_such_field'"),
+        (["llm", "sft", "--task", "addition", "--set", "steps=0"], "bad sft config"),
+        (["llm", "sft", "--task", "countdown", "--set", "levels=[6]"], "countdown has no level 6"),
+        (["llm", "sft", "--task", "countdown", "--set", "eval_levels=[0]"], "countdown has no level 0"),
+        (["llm", "sft", "--task", "addition", "--model", "{tmp}/missing"], "does not exist"),
+        (["llm", "sft", "--resume", "{tmp}"], "has no config.json"),
+        (["llm", "eval", "{tmp}/missing", "--task", "addition"], "checkpoint directory"),
+        (["llm", "eval", "{tmp}", "--task", "addition"], "config.json is missing"),
+        (["llm", "eval", "{ckpt}", "--task", "subtraction"], "unknown task"),
+        (["llm", "eval", "{ckpt}"], "needs --task NAME or --data FILE"),
+        (["llm", "eval", "{ckpt}", "--data", "{tmp}/bad.jsonl"], "malformed"),
+        (["llm", "eval", "{ckpt}", "--data", "{tmp}/missing.jsonl"], "does not exist"),
+        (["llm", "eval", "{ckpt}", "--task", "addition", "--levels", "9"], "no level 9"),
+        (["llm", "eval", "{ckpt}", "--task", "addition", "--samples", "2", "--temperature", "0"], "temperature"),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:.*malformed")  # the loader warns about each bad row before it gives up
+def test_mistakes_are_one_line_errors(capsys, tmp_path, checkpoint, argv, message):
+    (tmp_path / "bad.jsonl").write_text("not json\n{}\n")
+    runs = tmp_path / "runs"
+    extra = ["--runs-dir", str(runs)] if argv[1] == "sft" else []
+    code, _, err = run_cli(capsys, *[a.format(tmp=tmp_path, ckpt=checkpoint) for a in argv], *extra)
+    assert code == 2
+    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+    assert not runs.exists()  # caught before a run directory is made

@@ -1,0 +1,135 @@
+"""Supervised warm-up: the loss mask and the learning-rate schedule by hand, the loss against a full-logits reference,
+a seeded run on the easiest addition level that learns it, the saved checkpoint against the trained model, and an
+interrupted run that resumes onto the same losses as an uninterrupted one."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from llm_rl import sft
+from llm_rl.evaluate import text_codec
+from llm_rl.hf_io import load_pretrained
+from llm_rl.model import ModelConfig, Transformer
+from llm_rl.sft import SFTConfig, SFTSpec, learning_rate, sft_batch, sft_batch_from_problems, sft_loss, train
+from llm_rl.tasks import get_task
+from llm_rl.tokenizer import EOS_ID, build_tokenizer
+from rl.pg_losses import token_mean
+
+LEVEL_ONE = dict(levels=(1,), eval_levels=(1,), batch_size=32, learning_rate=1e-2, warmup_steps=10, num_threads=1)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matrices: thread start-up costs more than it saves, badly so on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_loss_mask_covers_only_solution_tokens_by_hand():
+    # <bos>=1, prompts 10 11 and 12, solutions 20 21 <eos> and 22 <eos>; pad 0
+    batch = sft_batch([[1, 10, 11], [1, 12]], [[20, 21, 2], [22, 2]], pad_id=0)
+    assert batch.input_ids.tolist() == [[1, 10, 11, 20, 21], [1, 12, 22, 0, 0]]
+    assert batch.targets.tolist() == [[10, 11, 20, 21, 2], [12, 22, 2, 0, 0]]
+    assert batch.loss_mask.tolist() == [[False, False, True, True, True], [False, True, True, False, False]]
+
+
+def test_masked_targets_are_the_solution_and_eos():
+    tokenizer = build_tokenizer()
+    model = Transformer(ModelConfig(vocab_size=tokenizer.get_vocab_size(), bos_token_id=1, eos_token_ids=(EOS_ID,)))
+    codec = text_codec(model, tokenizer)
+    problems = [get_task("addition").sample(np.random.default_rng(seed), level) for seed, level in [(0, 1), (1, 3)]]
+    batch = sft_batch_from_problems(problems, codec)
+    for row, problem in enumerate(problems):
+        targets = batch.targets[row][batch.loss_mask[row]].tolist()
+        assert targets[-1] == EOS_ID and tokenizer.decode(targets[:-1]) == problem.solution
+        assert tokenizer.decode(batch.input_ids[row][: len(codec.prompt_ids(problem))].tolist()) == problem.prompt
+
+
+def test_sft_loss_is_the_token_mean_of_the_solution_log_likelihood():
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=30))
+    batch = sft_batch([[1, 10, 11, 12], [1, 13]], [[20, 2], [22, 23, 24, 25, 2]], pad_id=0)
+    log_probs = model(batch.input_ids).log_softmax(-1).gather(-1, batch.targets[..., None]).squeeze(-1)  # (B, L)
+    expected = token_mean(-log_probs, batch.loss_mask)
+    torch.testing.assert_close(sft_loss(model, batch), expected)
+    # 7 solution tokens: the mean weighs every token alike, not every sequence
+    assert batch.loss_mask.sum(1).tolist() == [2, 5]
+    # right padding (the last position of row 0) cannot leak into the real positions of a causal model
+    batch.input_ids[0, -1] = 7
+    torch.testing.assert_close(sft_loss(model, batch), expected)
+
+
+def test_learning_rate_warms_up_then_follows_a_half_cosine():
+    cfg = SFTConfig(steps=110, warmup_steps=10, learning_rate=1.0, final_lr_fraction=0.1)
+    assert learning_rate(0, cfg) == pytest.approx(0.1)
+    assert learning_rate(9, cfg) == pytest.approx(1.0)
+    assert learning_rate(10, cfg) == pytest.approx(1.0)
+    assert learning_rate(60, cfg) == pytest.approx(0.1 + 0.9 * 0.5)  # halfway down: cos(pi / 2) = 0
+    assert learning_rate(85, cfg) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(0.75 * math.pi)))
+    assert learning_rate(110, cfg) == pytest.approx(0.1)
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError):
+        SFTConfig(steps=0)
+    with pytest.raises(ValueError):
+        SFTConfig(final_lr_fraction=1.5)
+
+
+@pytest.fixture(scope="module")
+def level_one_run(tmp_path_factory):
+    torch.set_num_threads(1)
+    cfg = SFTConfig(steps=250, eval_problems=50, eval_every=0, **LEVEL_ONE)
+    return train(cfg, SFTSpec("addition", seed=0, runs_dir=str(tmp_path_factory.mktemp("runs")), quiet=True))
+
+
+def test_short_sft_on_the_easiest_level_learns_it(level_one_run):
+    losses = level_one_run.losses
+    assert len(losses) == 250 and not level_one_run.stopped
+    assert np.mean(losses[-20:]) < 0.1 * np.mean(losses[:20])
+    (step, result), *_ = level_one_run.evals
+    assert step == 250 and result.n == 50 and set(result.per_level) == {1}
+    # single-digit sums never seen in training (seed 0 reaches 0.82; guessing one of the 19 sums gets about 0.05)
+    assert result.accuracy >= 0.6
+
+
+def test_saved_checkpoint_loads_with_the_same_logits(level_one_run):
+    assert level_one_run.checkpoint == level_one_run.run_dir / "model"
+    model, tokenizer = load_pretrained(level_one_run.checkpoint)
+    ids = torch.tensor([tokenizer.encode("Q: 3+4=\n3+4=7 c0\nAnswer: 7").ids])
+    torch.testing.assert_close(model(ids), level_one_run.model(ids), rtol=0, atol=0)
+    assert tokenizer.to_str() == build_tokenizer().to_str()
+
+
+def test_interrupted_run_resumes_onto_the_uninterrupted_losses(tmp_path, monkeypatch):
+    cfg = SFTConfig(steps=12, eval_problems=0, checkpoint_every=0, **LEVEL_ONE)
+    full = train(cfg, SFTSpec("addition", seed=3, runs_dir=str(tmp_path / "full"), quiet=True))
+
+    calls = 0
+    real_sample_batch = sft.sample_batch
+
+    def interrupt_at_step_5(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == 5:
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C would; the handler lets the step finish
+        return real_sample_batch(*args, **kwargs)
+
+    monkeypatch.setattr(sft, "sample_batch", interrupt_at_step_5)
+    handler = signal.getsignal(signal.SIGINT)
+    stopped = train(cfg, SFTSpec("addition", seed=3, runs_dir=str(tmp_path / "cut"), quiet=True))
+    monkeypatch.setattr(sft, "sample_batch", real_sample_batch)
+    assert stopped.stopped and stopped.steps == 5 and (stopped.checkpoint / "model.safetensors").is_file()
+    assert signal.getsignal(signal.SIGINT) is handler  # put back after the run
+
+    resumed = train(cfg, SFTSpec("addition", seed=3, runs_dir=str(tmp_path / "cut"), quiet=True), stopped.run_dir)
+    assert not resumed.stopped and resumed.steps == 12
+    assert stopped.losses + resumed.losses == full.losses
