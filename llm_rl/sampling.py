@@ -12,7 +12,9 @@ max_new_tokens tokens (reason "length"). `Completions` carries both log q (the d
 
 Choices:
 1. Tokens are drawn by inverting the CDF with one uniform per row from an explicit CPU `torch.Generator`, so a seed
-   gives the same uniforms on CPU and CUDA, and the code path is the same on both.
+   gives the same uniforms on CPU and CUDA, and the code path is the same on both. A list of generators, one per
+   row, makes each row's draws independent of the rest of the batch (partial rollouts continue a row later, in
+   another batch, and must draw what it would have drawn uninterrupted).
 2. temperature 0 is greedy decoding: the sampling distribution is a point mass, so its log-prob is 0.
 3. The sampled log-probs come from the incremental (cached) forward pass; they equal `sequence_log_probs` up to
    floating-point error (about 1e-6 in float32, more in bfloat16), so an RL trainer should recompute old log-probs
@@ -21,6 +23,7 @@ Choices:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -85,11 +88,20 @@ def sampling_log_probs(logits: Tensor, temperature: float, top_k: int, top_p: fl
     return log_q
 
 
-def draw_tokens(log_q: Tensor, generator: torch.Generator) -> Tensor:
-    """One token per row (B,) from log q (B, V), by inverting the CDF at a uniform from the CPU `generator`."""
+def uniforms(batch_size: int, generator: torch.Generator | Sequence[torch.Generator]) -> Tensor:
+    """(B, 1) uniforms in [0, 1) on the CPU: B from one generator, or one from each of B per-row generators."""
+    if isinstance(generator, torch.Generator):
+        return torch.rand(batch_size, 1, generator=generator)
+    if len(generator) != batch_size:
+        raise ValueError(f"{len(generator)} per-row generators for a batch of {batch_size} rows")
+    return torch.cat([torch.rand(1, 1, generator=row) for row in generator])
+
+
+def draw_tokens(log_q: Tensor, generator: torch.Generator | Sequence[torch.Generator]) -> Tensor:
+    """One token per row (B,) from log q (B, V), by inverting the CDF at a uniform from the CPU `generator`(s)."""
     q = log_q.exp()
     cdf = q.cumsum(-1)  # (B, V)
-    u = torch.rand(q.shape[0], 1, generator=generator).to(q.device) * cdf[:, -1:]  # (B, 1), in [0, total)
+    u = uniforms(q.shape[0], generator).to(q.device) * cdf[:, -1:]  # (B, 1), in [0, total)
     tokens = torch.searchsorted(cdf, u, right=True).squeeze(-1)  # first token whose cdf exceeds u: never q = 0
     last_possible = (q > 0).cumsum(-1).argmax(-1)  # guards u * total rounding up to total
     return torch.minimum(tokens, last_possible)
@@ -114,10 +126,13 @@ def generate(
     prompt_ids: Tensor,
     prompt_mask: Tensor,
     cfg: SamplingConfig,
-    generator: torch.Generator,
+    generator: torch.Generator | Sequence[torch.Generator],
     pad_token_id: int = 0,
 ) -> Completions:
     """Samples one completion per row of the left-padded prompts (B, P) (see `left_pad`); `generator` is on the CPU.
+
+    `generator` may also be a list of B CPU generators, one per row: each row then draws one uniform from its own
+    generator at every step (finished rows too, while the batch runs), whatever else is in the batch.
 
     `pad_token_id` fills rows after they end; make it a real token id if the ids go back into the model (as in
     `sequence_log_probs`, where `Completions.mask` keeps those positions out).
