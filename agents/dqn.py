@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rl.networks import ObservationEncoder, mlp
+from rl.networks import ObservationEncoder, mlp, polyak_update
 from rl.replay_buffer import ReplayBatch, ReplayBuffer
 from rl.run import Run
 from rl.schedules import linear_schedule
@@ -120,13 +120,6 @@ def td_targets(batch: ReplayBatch, online: QNetwork, target: QNetwork, double_dq
 def td_loss(q_taken: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Importance-weighted mean Huber loss of the TD errors."""
     return (weights * F.smooth_l1_loss(q_taken, targets, reduction="none")).mean()
-
-
-def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
-    """w_target <- tau w + (1 - tau) w_target; tau = 1 is a hard copy."""
-    with torch.no_grad():
-        for target_param, param in zip(target.parameters(), online.parameters(), strict=True):
-            target_param.lerp_(param, tau)
 
 
 def epsilon_greedy_actions(q_values: torch.Tensor, epsilon: float, rng: np.random.Generator) -> np.ndarray:

@@ -9,7 +9,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents import dqn, linear, monte_carlo, td
+from agents import ddpg, dqn, linear, monte_carlo, td
 from agents.tabular import greedy_act_from_checkpoint
 from rl.errors import UserError
 from rl.run import Run
@@ -99,6 +99,20 @@ AGENTS: dict[str, AgentEntry] = {
             dqn.Config,
             dqn.train,
             dqn.act_from_checkpoint,
+        ),
+        AgentEntry(
+            "ddpg",
+            "DDPG: deterministic actor-critic, target networks, Gaussian or OU exploration, Box actions (book 10.4)",
+            ddpg.DDPGConfig,
+            ddpg.train_ddpg,
+            ddpg.act_from_checkpoint,
+        ),
+        AgentEntry(
+            "td3",
+            "TD3: DDPG with twin critics, target policy smoothing and delayed actor updates (Fujimoto et al. 2018)",
+            ddpg.TD3Config,
+            ddpg.train_td3,
+            ddpg.act_from_checkpoint,
         ),
     ]
 }

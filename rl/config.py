@@ -55,7 +55,16 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each field of a dataclass (Python keeps them only in the source)."""
+    """The docstring under each field of a dataclass and of its dataclass bases (Python keeps them only in the
+    source); a subclass's docstring wins over its base's."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            docs |= own_field_docs(klass)
+    return docs
+
+
+def own_field_docs(cls: type) -> dict[str, str]:
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     except (OSError, TypeError):

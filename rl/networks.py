@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
+from torch.distributions import Distribution
+
+from rl.distributions import CategoricalHead, policy_head
+from rl.spaces import flat_size
 
 
 def mlp(
@@ -34,3 +40,74 @@ class ObservationEncoder(nn.Module):
         if self.discrete_n is not None:
             return nn.functional.one_hot(obs.long() - self.discrete_start, self.discrete_n).float()
         return obs.float().reshape(obs.shape[0], -1)
+
+
+def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """w_target <- tau w + (1 - tau) w_target for every parameter; tau = 1 is a hard copy."""
+    with torch.no_grad():
+        for target_param, param in zip(target.parameters(), online.parameters(), strict=True):
+            target_param.lerp_(param, tau)
+
+
+def orthogonal_init_(layer: nn.Linear, gain: float) -> nn.Linear:
+    """Orthogonal weights scaled by `gain` and zero biases, in place (Saxe et al. 2014; PPO implementations)."""
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class ActorCritic(nn.Module):
+    """A policy pi(a|s) and a state value V(s) as two separate tanh MLPs over one observation encoder.
+
+    actor:  obs -> encoder -> tanh MLP (hidden_sizes, tanh after each layer) -> Categorical or Gaussian head
+    critic: obs -> encoder -> tanh MLP (hidden_sizes) -> V(s)
+    With `orthogonal_init` (the PPO implementation-details choice): hidden layers gain sqrt(2), the policy's output
+    layer 0.01 (so the first policy is close to uniform, or to a zero-mean Gaussian), the value output 1.
+    A Box action space gets an unsquashed Gaussian with a state-independent log-std; the agent clips its samples
+    to the Box when it steps the env.
+    """
+
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        hidden_sizes: tuple[int, ...],
+        agent: str,
+        env_id: str,
+        log_std_init: float = 0.0,
+        orthogonal_init: bool = True,
+    ) -> None:
+        super().__init__()
+        flat_size(observation_space, "observation", agent, env_id)
+        self.encoder = ObservationEncoder(observation_space)
+        in_features = self.encoder.out_features
+        features = hidden_sizes[-1] if hidden_sizes else in_features
+        self.actor_body = (
+            nn.Sequential(mlp(in_features, hidden_sizes[:-1], features, nn.Tanh), nn.Tanh())
+            if hidden_sizes
+            else nn.Identity()
+        )
+        self.policy_head = policy_head(action_space, features, agent, env_id, log_std_init)
+        self.critic = mlp(in_features, hidden_sizes, 1, nn.Tanh)
+        if orthogonal_init:
+            for layer in [*self.actor_body.modules(), *self.critic.modules()]:
+                if isinstance(layer, nn.Linear):
+                    orthogonal_init_(layer, math.sqrt(2))
+            head = self.policy_head
+            orthogonal_init_(head.logits if isinstance(head, CategoricalHead) else head.mean, 0.01)
+            orthogonal_init_(self.critic[-1], 1.0)
+
+    def distribution(self, obs: torch.Tensor) -> Distribution:
+        """pi(.|s) for a batch of observations (B, *O): a Categorical over (B,) or a diagonal Gaussian over (B, A)."""
+        return self.policy_head(self.actor_body(self.encoder(obs)))
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """V(s) for a batch of observations (B, *O) -> (B,)."""
+        return self.critic(self.encoder(obs)).squeeze(-1)
+
+    def actor_parameters(self) -> list[nn.Parameter]:
+        """The parameters of pi (body and head), in a fixed order: TRPO's flat parameter vector."""
+        return [*self.actor_body.parameters(), *self.policy_head.parameters()]
+
+    def critic_parameters(self) -> list[nn.Parameter]:
+        return list(self.critic.parameters())

@@ -78,6 +78,20 @@ def test_field_docs():
     assert "double" not in docs
 
 
+@dataclass(frozen=True)
+class ToySubConfig(ToyConfig):
+    gamma: float = 0.5
+    """Discount factor of the variant."""
+    tau: float = 0.1
+    """Averaging rate."""
+
+
+def test_field_docs_include_the_base_class_fields():
+    docs = field_docs(ToySubConfig)
+    assert docs["epsilon_end"] == "Final epsilon, if it decays."  # inherited
+    assert docs["gamma"] == "Discount factor of the variant." and docs["tau"] == "Averaging rate."
+
+
 def test_load_toml(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text("gamma = 0.5\n[env_kwargs]\nstart = [1, 1]\n")
