@@ -1,12 +1,16 @@
-"""The `rl llm` commands: supervised warm-up (`sft`) and evaluation of a checkpoint (`eval`).
+"""The `rl llm` commands: supervised warm-up (`sft`), RL fine-tuning (`train`) and evaluation of a checkpoint (`eval`).
 
     rl llm sft --task addition [--model PATH | --model-config tiny|small] [--steps N] [--runs-dir DIR] [--seed S]
                [--set KEY=VALUE ...] [--config FILE.toml] [--resume RUN_DIR] [--quiet]
+    rl llm train --algo kimi|grpo|rloo --init CHECKPOINT --task NAME [--data FILE] [--runs-dir DIR] [--seed S]
+                 [--config FILE.toml] [--set KEY=VALUE ...] [--resume RUN_DIR] [--quiet]
     rl llm eval CHECKPOINT --task addition [--data FILE] [--n N] [--samples K] [--seed S] [--levels L ...]
+    rl llm merge A B [--weight 0.5] --out DIR              (long2short: weight averaging of two checkpoints)
+    rl llm shortest --init CKPT --task NAME [--n 8] [--problems 100] --out FILE.jsonl   (shortest rejection sampling)
 
 `rl/cli.py` builds these subcommands only when the command line starts with `llm`, since llm_rl imports torch.
-Mistakes raise UserError (the `rl` entry point prints one `error:` line and exits with 2); `sft` stopped by SIGINT or
-SIGTERM saves its checkpoint and exits with 130. `eval` prints one line per level, then its JSON summary last.
+Mistakes raise UserError (the `rl` entry point prints one `error:` line and exits with 2); `sft` and `train` stopped by
+SIGINT or SIGTERM save their checkpoint and exit with 130. `eval` prints one line per level, then its JSON summary last.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections import Counter
 from dataclasses import fields
 from pathlib import Path
 
+from llm_rl.long2short import add_long2short_parsers
 from rl.config import build_config, field_docs, load_toml, parse_assignments
 from rl.errors import UserError
 
@@ -52,6 +57,9 @@ def add_llm_parser(llm: argparse.ArgumentParser) -> None:
     sft.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     sft.set_defaults(command=cmd_sft)
 
+    add_train_parser(sub)
+    add_long2short_parsers(sub)
+
     evaluate = sub.add_parser("eval", help="accuracy and pass@k of a checkpoint on held-out problems")
     evaluate.add_argument("checkpoint", help="a model directory (RUN_DIR/model, or the run directory itself)")
     evaluate.add_argument("--task", help="task whose held-out problems and verifier to use")
@@ -75,14 +83,68 @@ def add_llm_parser(llm: argparse.ArgumentParser) -> None:
     evaluate.set_defaults(command=cmd_eval)
 
 
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
+    """The `rl llm train` subcommand."""
+    from llm_rl.rl_trainer import ALGOS, RLConfig
+
+    train = sub.add_parser(
+        "train",
+        help="RL fine-tuning on a task's verifier: Kimi k1.5 mirror descent, GRPO or RLOO",
+        epilog=config_help(RLConfig),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("--algo", default="kimi", choices=ALGOS, help="objective (default kimi)")
+    train.add_argument("--init", metavar="CHECKPOINT", help="model directory to start from (an sft run or its model)")
+    train.add_argument("--task", help="task whose verifier and held-out problems to use")
+    train.add_argument("--data", help="JSONL or Parquet file of training problems instead of the task's generator")
+    train.add_argument("--runs-dir", default="runs", help="parent directory of the run directory")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--config", help="TOML file of RL config fields")
+    train.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", help="override RL config fields")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    train.add_argument("--quiet", action="store_true", help="no progress lines")
+    train.set_defaults(command=cmd_train)
+
+
+def config_help(cls: type) -> str:
+    """For --help: a config dataclass's fields, their defaults and docs."""
+    docs = field_docs(cls)
+    lines = ["config fields (--set KEY=VALUE or --config FILE.toml):"]
+    lines += [f"  {f.name} = {f.default!r}    {docs.get(f.name, '')}" for f in fields(cls)]
+    return "\n".join(lines)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from llm_rl.rl_trainer import RLConfig, RLSpec, train
+    from llm_rl.tasks import get_task
+
+    overrides = load_toml(args.config) if args.config else {}
+    overrides |= parse_assignments(args.set, "--set")
+    if args.resume:
+        saved = read_run_config(Path(args.resume), "rl_config", "rl llm train")
+        spec = RLSpec(**{**saved["spec"], "quiet": args.quiet})
+        overrides = {**saved["rl_config"], **overrides}
+    else:
+        if not args.task or not args.init:
+            raise UserError("rl llm train needs --init CHECKPOINT and --task NAME (or --resume RUN_DIR).")
+        get_task(args.task)
+        init = str(checkpoint_dir(Path(args.init)))
+        spec = RLSpec(args.algo, init, args.task, args.data, args.seed, args.runs_dir, args.quiet)
+    cfg = build_config(RLConfig, overrides, "rl llm train")
+    result = train(cfg, spec, Path(args.resume) if args.resume else None)
+    if result.stopped:
+        print(f"stopped at iteration {result.iterations}; checkpoint saved.", file=sys.stderr)
+        print(f"resume with: rl llm train --resume {result.run_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"checkpoint: {result.run_dir / 'model'}")
+    return 0
+
+
 def sft_config_help() -> str:
     """For `rl llm sft --help`: the SFT config fields, their defaults and docs."""
     from llm_rl.sft import SFTConfig
 
-    docs = field_docs(SFTConfig)
-    lines = ["config fields (--set KEY=VALUE or --config FILE.toml):"]
-    lines += [f"  {f.name} = {f.default!r}    {docs.get(f.name, '')}" for f in fields(SFTConfig)]
-    return "\n".join(lines)
+    return config_help(SFTConfig)
 
 
 def cmd_sft(args: argparse.Namespace) -> int:
@@ -112,17 +174,17 @@ def cmd_sft(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_run_config(run_dir: Path) -> dict:
-    """config.json of an SFT run directory."""
+def read_run_config(run_dir: Path, key: str = "sft_config", command: str = "rl llm sft") -> dict:
+    """config.json of a run directory written by `command` (its config under `key`)."""
     path = run_dir / "config.json"
     if not path.is_file():
-        raise UserError(f"{run_dir} has no config.json; pass a run directory written by `rl llm sft`.")
+        raise UserError(f"{run_dir} has no config.json; pass a run directory written by `{command}`.")
     try:
         saved = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise UserError(f"{path} is not valid JSON ({error}); the run directory is damaged.") from None
-    if not isinstance(saved, dict) or "sft_config" not in saved or "spec" not in saved:
-        raise UserError(f"{run_dir} was not written by `rl llm sft`; pass an SFT run directory to --resume.")
+    if not isinstance(saved, dict) or key not in saved or "spec" not in saved:
+        raise UserError(f"{run_dir} was not written by `{command}`; pass one of its run directories to --resume.")
     return saved
 
 

@@ -95,7 +95,9 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(command=cmd_demo)
 
-    llm = sub.add_parser("llm", help="language models: supervised warm-up (sft) and evaluation (eval)")
+    llm = sub.add_parser(
+        "llm", help="language models: warm-up (sft), RL (train), evaluation (eval), long2short (merge, shortest)"
+    )
     if argv[:1] == ["llm"]:  # llm_rl imports torch, so its subcommands are built only when asked for
         from llm_rl.cli import add_llm_parser
 

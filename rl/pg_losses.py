@@ -151,3 +151,27 @@ def kl_k3(log_probs: Tensor, ref_log_probs: Tensor) -> Tensor:
 def entropy_bonus(entropy: Tensor, mask: Tensor | None = None, reduce: Reduction = token_mean) -> Tensor:
     """The mean policy entropy; a loss subtracts ent_coef times it to reward exploration."""
     return reduce(entropy, mask)
+
+
+def mirror_descent_loss(
+    log_probs: Tensor,
+    old_log_probs: Tensor,
+    rewards: Tensor,
+    baselines: Tensor,
+    tau: float,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Kimi k1.5's online mirror descent surrogate (Kimi Team 2025, section 2.3.2), one term per sequence:
+
+        mean_b (r_b - tau log Z - tau * sum_t m_{b,t} (log pi(y_{b,t}) - log pi_old(y_{b,t})))^2
+
+    log_probs, old_log_probs and mask are (B, L) per token (or (B,) per sequence); rewards and baselines
+    (= tau log Z of each sequence's prompt) are (B,). At pi = pi_old its gradient is -2 tau mean_b (r_b - tau log Z)
+    grad log pi(y_b): REINFORCE with the baseline tau log Z, scaled by 2 tau.
+    """
+    log_ratio = log_probs - old_log_probs.detach()
+    if mask is not None:
+        log_ratio = log_ratio * mask.to(log_ratio.dtype)
+    if log_ratio.ndim == 2:
+        log_ratio = log_ratio.sum(dim=-1)  # (B,): log pi(y|x) - log pi_old(y|x) of the whole sequence
+    return ((rewards.detach() - baselines.detach() - tau * log_ratio) ** 2).mean()

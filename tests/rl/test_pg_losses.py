@@ -142,3 +142,16 @@ def test_entropy_bonus_masked():
     entropy = t64([[1.0, 2.0], [3.0, 100.0]])
     assert entropy_bonus(entropy, torch.tensor([[1, 1], [1, 0]])).item() == pytest.approx(2.0)
     assert entropy_bonus(entropy, torch.tensor([[1, 1], [1, 0]]), sequence_mean).item() == pytest.approx(2.25)
+
+
+def test_mirror_descent_loss_by_hand_with_mask():
+    from rl.pg_losses import mirror_descent_loss
+
+    # Sequence 0: log ratio 0.2 + 0.1 = 0.3 (third token masked out); sequence 1: -0.4.
+    log_probs = t64([[-1.0, -2.0, -5.0], [-0.5, -0.5, -0.5]])
+    old = t64([[-1.2, -2.1, -9.0], [-0.3, -0.3, -0.5]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    rewards, baselines = t64([1.0, 0.0]), t64([0.5, 0.5])
+    expected = ((1.0 - 0.5 - 2.0 * 0.3) ** 2 + (0.0 - 0.5 + 2.0 * 0.4) ** 2) / 2
+    loss = mirror_descent_loss(log_probs, old, rewards, baselines, tau=2.0, mask=mask)
+    assert loss.item() == pytest.approx(expected)

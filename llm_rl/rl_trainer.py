@@ -1,0 +1,451 @@
+"""Reinforcement learning of a language model on verifiable problems: Kimi k1.5's online mirror descent, GRPO, RLOO.
+
+Kimi k1.5 (Kimi Team 2025, "Kimi k1.5: Scaling Reinforcement Learning with LLMs", section 2.3.2). Iteration i takes
+the current policy pi_theta_i as the reference, samples a batch of problems x and k responses y_1..y_k for each, and
+scores each response with the verifier (r = 1 correct, 0 not). It then takes several gradient steps on
+
+    L(theta) = mean_x 1/k sum_j (r_j - tau log Z - tau (log pi_theta(y_j|x) - log pi_theta_i(y_j|x)))^2     (eq. 3)
+
+(`rl.pg_losses.mirror_descent_loss`), the log-ratio summed over the response's tokens, with tau log Z estimated from
+the k samples by their mean reward (`log_z = "mean"`, the paper's choice) or by tau log(1/k sum_j exp(r_j / tau))
+(`log_z = "soft"`). At theta = theta_i the gradient is -2 tau (1/k) sum_j (r_j - mean r) grad log pi_theta(y_j|x):
+REINFORCE with the mean-reward baseline; away from theta_i the squared term pulls back towards pi_theta_i. No value
+network. Kimi k1.5 resets the optimiser at the start of every iteration (`reset_optimizer`, off by default here).
+Length penalty (section 2.3.3): after `length_penalty_warmup` iterations, `length_penalty_weight` times
+`llm_rl.rewards.kimi_length_reward` of each group is added to the reward. Problem sampling (section 2.3.4):
+`llm_rl.sampling_strategies` (uniform, curriculum, prioritized).
+
+The same loop trains two baselines; only the objective differs (`OBJECTIVES`):
+    grpo  (Shao et al. 2024, section 4.1): A = (r - group mean) / group std, PPO's clipped surrogate averaged per
+          sequence, plus kl_coef * k3 KL to the frozen initial model.
+    rloo  (Ahmadian et al. 2024): A = r - mean of the other k - 1 rewards, the importance-weighted REINFORCE
+          surrogate pi / pi_old * A (equal to REINFORCE at the first step), token mean.
+
+Deviations and choices:
+1. The training problems are a fixed pool (drawn once from the task's train split, or read from --data), so that the
+   samplers can track each problem's success rate.
+2. pi_theta_i's log-probabilities are recomputed with one forward pass after sampling (the sampler's cached ones
+   differ by float error), so the log-ratio is exactly 0 at the first step.
+3. `charts/entropy` is the Monte Carlo estimate mean(-log pi(y_t)) over the sampled tokens (unbiased at
+   temperature 1), not the exact entropy of each next-token distribution.
+4. The optimiser is not reset by default: right after a reset Adam's first step moves every parameter by about
+   the learning rate in the direction of its gradient's sign, however noisy, and on the tiny model that made the
+   reward fall (level-1 addition, 4 problems: 0.55 -> 0.86 in 20 iterations without resets; falling with them).
+5. Not implemented: partial rollouts (section 2.3.5, a token budget per iteration with unfinished responses resumed
+   later) and long2short (section 2.4).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+from torch import Tensor
+
+from llm_rl.data import load_problems
+from llm_rl.evaluate import TextCodec, evaluate, held_out_problems, text_codec
+from llm_rl.hf_io import load_pretrained, save_pretrained
+from llm_rl.model import Transformer
+from llm_rl.rewards import kimi_length_reward
+from llm_rl.sampling import SamplingConfig, generate, left_pad, sequence_log_probs
+from llm_rl.sampling_strategies import SAMPLERS, ProblemSampler, make_sampler
+from llm_rl.sft import MODEL_DIR, stop_signals
+from llm_rl.tasks import Problem, Task, get_task
+from rl.advantages import group_relative_advantages, leave_one_out_advantages
+from rl.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
+from rl.config import config_dict
+from rl.errors import UserError
+from rl.pg_losses import clipped_surrogate_loss, kl_k3, mirror_descent_loss, sequence_mean, surrogate_loss, token_mean
+from rl.run_logger import RunLogger, new_run_dir
+from rl.seeding import generator_state, restore_generator, seed_everything
+
+ALGOS = ("kimi", "grpo", "rloo")
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    """Hyperparameters of RL fine-tuning; the defaults suit the built-in tiny model on addition, on two CPU cores."""
+
+    iterations: int = 60
+    """Sampling iterations (each followed by `updates_per_iteration` gradient steps)."""
+    problems_per_iteration: int = 16
+    """Problems sampled per iteration (P)."""
+    samples_per_problem: int = 8
+    """Responses sampled per problem (k, the group size G); at least 2."""
+    updates_per_iteration: int = 4
+    """Gradient steps on each iteration's responses (full batch)."""
+    learning_rate: float = 1e-4
+    """Adam step size."""
+    adam_betas: tuple[float, float] = (0.9, 0.99)
+    """Adam's moment decay rates."""
+    reset_optimizer: bool = False
+    """Reset Adam's moments at the start of every iteration, as Kimi k1.5 does (off by default: deviation 4)."""
+    max_grad_norm: float = 1.0
+    """Gradients are clipped to this global norm."""
+    temperature: float = 1.0
+    """Sampling temperature of the responses (1 samples the policy itself, as the derivations assume)."""
+    max_new_tokens: int = 128
+    """Longest response; longer ones are cut (reason "length") and usually score 0."""
+    tau: float = 0.5
+    """Kimi: strength of the pull towards the iteration's reference policy pi_theta_i."""
+    log_z: str = "mean"
+    """Kimi: estimate of tau log Z from the k rewards, "mean" (mean reward) or "soft" (tau log mean exp(r / tau))."""
+    clip_range: float = 0.2
+    """GRPO: PPO's clip epsilon of the probability ratio."""
+    kl_coef: float = 0.0
+    """GRPO: weight of the k3 KL penalty to the initial model (0 skips the reference model)."""
+    length_penalty_weight: float = 0.0
+    """Weight of Kimi's length reward added to the correctness reward (0 turns it off)."""
+    length_penalty_warmup: int = 20
+    """Iterations before the length reward is switched on."""
+    sampler: str = "prioritized"
+    """Problem sampling: uniform, curriculum or prioritized."""
+    pool_size: int = 2000
+    """Training problems drawn from the task (ignored with --data, whose rows are the pool)."""
+    levels: tuple[int, ...] = ()
+    """Task levels of the pool; empty means all of the task's levels."""
+    success_decay: float = 0.5
+    """Decay of the moving-average success rate tracked per problem."""
+    priority_floor: float = 0.05
+    """Prioritized sampling: added to every weight 1 - s_i so solved problems are still drawn now and then."""
+    advance_at: float = 0.8
+    """Curriculum: success rate at the current level that moves the curriculum up a level."""
+    eval_every: int = 20
+    """Iterations between held-out evaluations (and one before training and one at the end); 0: start and end."""
+    eval_problems: int = 16
+    """Held-out problems per level in each evaluation (the same every time); 0 skips evaluation."""
+    log_every: int = 5
+    """Iterations between progress lines."""
+    sample_texts: int = 2
+    """Sampled completions written to TensorBoard as text every `log_every` iterations."""
+    checkpoint_every: int = 20
+    """Iterations between checkpoints (and one at the end or on a stop signal); 0 saves only at the end."""
+    num_threads: int = 1
+    """torch CPU threads (one suits the tiny model)."""
+    device: str = "cpu"
+    """Where the model trains ("cpu", "cuda")."""
+
+    def __post_init__(self) -> None:
+        if min(self.iterations, self.problems_per_iteration, self.updates_per_iteration, self.max_new_tokens) < 1:
+            raise ValueError("iterations, problems_per_iteration, updates_per_iteration, max_new_tokens must be >= 1")
+        if self.samples_per_problem < 2:
+            raise ValueError("samples_per_problem must be >= 2 (the baselines compare responses to one problem)")
+        if min(self.log_every, self.num_threads, self.pool_size) < 1:
+            raise ValueError("log_every, num_threads and pool_size must be >= 1")
+        if min(self.eval_every, self.eval_problems, self.checkpoint_every, self.length_penalty_warmup) < 0:
+            raise ValueError("eval_every, eval_problems, checkpoint_every and length_penalty_warmup must be >= 0")
+        if self.learning_rate <= 0 or self.tau <= 0 or self.temperature <= 0:
+            raise ValueError("learning_rate, tau and temperature must be > 0")
+        if self.log_z not in LOG_PARTITION:
+            raise ValueError(f"log_z must be one of {sorted(LOG_PARTITION)}, not {self.log_z!r}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, not {self.sampler!r}")
+
+
+@dataclass(frozen=True)
+class RLSpec:
+    """What to train, with which algorithm, on which problems, and where the run goes (the command line)."""
+
+    algo: str
+    """kimi, grpo or rloo."""
+    init: str
+    """Hugging Face model directory to start from (e.g. an `rl llm sft` run's model)."""
+    task: str
+    """Task whose verifier, training problems and held-out problems are used."""
+    data: str | None = None
+    """JSONL or Parquet file of training problems instead of the task's generator."""
+    seed: int = 0
+    """Seeds the pool, the sampling and the evaluation problems."""
+    runs_dir: str = "runs"
+    """Parent of the run directory."""
+    quiet: bool = False
+    """No progress lines."""
+
+
+@dataclass(frozen=True)
+class Experience:
+    """One iteration's sampled responses and what the objectives need; rows are problem-major (B = P * G)."""
+
+    input_ids: Tensor  # (B, L) left-padded prompt, then the response right-padded
+    attention_mask: Tensor  # (B, L) bool, real tokens
+    completion_mask: Tensor  # (B, L) bool, response tokens (the stop token included)
+    rewards: Tensor  # (P, G) float, correctness plus the weighted length reward
+    correct: Tensor  # (P, G) bool
+    old_log_probs: Tensor  # (B, L) log pi_theta_i at the response tokens, 0 elsewhere
+    ref_log_probs: Tensor | None  # (B, L) log pi of the initial model (GRPO's KL), or None
+    texts: list[str]  # (B,) decoded responses
+    length_rewards: Tensor  # (P, G) Kimi's length reward before weighting
+
+
+def mean_reward_log_partition(rewards: Tensor, tau: float) -> Tensor:
+    """tau log Z estimated by the group's mean reward (Kimi k1.5's choice); (P, G) -> (P, G)."""
+    return rewards.mean(dim=1, keepdim=True).expand_as(rewards)
+
+
+def soft_log_partition(rewards: Tensor, tau: float) -> Tensor:
+    """tau log Z = tau log (1/k sum_j exp(r_j / tau)), the sample estimate of Z; (P, G) -> (P, G)."""
+    log_mean_exp = torch.logsumexp(rewards / tau, dim=1, keepdim=True) - math.log(rewards.shape[1])
+    return (tau * log_mean_exp).expand_as(rewards)
+
+
+LOG_PARTITION: dict[str, Callable[[Tensor, float], Tensor]] = {
+    "mean": mean_reward_log_partition,
+    "soft": soft_log_partition,
+}
+
+
+def kimi_objective(log_probs: Tensor, exp: Experience, cfg: RLConfig) -> Tensor:
+    """Eq. 3's squared loss with tau log Z from the k rewards of each problem."""
+    baselines = LOG_PARTITION[cfg.log_z](exp.rewards, cfg.tau).reshape(-1)  # (B,)
+    rewards = exp.rewards.reshape(-1)  # (B,)
+    return mirror_descent_loss(log_probs, exp.old_log_probs, rewards, baselines, cfg.tau, exp.completion_mask)
+
+
+def grpo_objective(log_probs: Tensor, exp: Experience, cfg: RLConfig) -> Tensor:
+    """Clipped surrogate with group-normalised advantages, per-sequence means, plus kl_coef * k3 KL."""
+    advantages = group_relative_advantages(exp.rewards).reshape(-1, 1)  # (B, 1)
+    mask = exp.completion_mask
+    loss = clipped_surrogate_loss(log_probs, exp.old_log_probs, advantages, cfg.clip_range, mask, sequence_mean).loss
+    if exp.ref_log_probs is not None and cfg.kl_coef > 0:
+        loss = loss + cfg.kl_coef * sequence_mean(kl_k3(log_probs, exp.ref_log_probs), mask)
+    return loss
+
+
+def rloo_objective(log_probs: Tensor, exp: Experience, cfg: RLConfig) -> Tensor:
+    """REINFORCE with the leave-one-out baseline, importance-weighted after the first step, token mean."""
+    advantages = leave_one_out_advantages(exp.rewards).reshape(-1, 1)  # (B, 1)
+    return surrogate_loss(log_probs, exp.old_log_probs, advantages, exp.completion_mask, token_mean)
+
+
+Objective = Callable[[Tensor, Experience, RLConfig], Tensor]
+OBJECTIVES: dict[str, Objective] = {"kimi": kimi_objective, "grpo": grpo_objective, "rloo": rloo_objective}
+
+
+def shaped_rewards(correct: Tensor, lengths: Tensor, weight: float) -> tuple[Tensor, Tensor]:
+    """(correctness + weight * Kimi length reward, the length reward) from (P, G) correct flags and lengths."""
+    length_rewards = torch.tensor(
+        [kimi_length_reward(row_lengths, row_correct) for row_lengths, row_correct in
+         zip(lengths.tolist(), correct.tolist(), strict=True)], dtype=torch.float32,
+    )  # fmt: skip
+    return correct.float() + weight * length_rewards, length_rewards
+
+
+@torch.no_grad()
+def collect(model: Transformer, reference: Transformer | None, problems: list[Problem], codec: TextCodec,
+            check: Callable[[Problem, str], bool], cfg: RLConfig, length_weight: float,
+            generator: torch.Generator) -> Experience:  # fmt: skip
+    """Samples k responses per problem from the current policy, scores them, and records pi_theta_i's log-probs."""
+    rows = [problem for problem in problems for _ in range(cfg.samples_per_problem)]  # (B,) problem-major
+    prompt_ids, prompt_mask = left_pad([codec.prompt_ids(p) for p in rows], codec.pad_id, model.device)
+    sampling = SamplingConfig(cfg.max_new_tokens, cfg.temperature, stop_token_ids=codec.stop_ids)
+    out = generate(model, prompt_ids, prompt_mask, sampling, generator, codec.pad_id)
+    texts = [codec.decode([t for t, m in zip(ids, mask, strict=True) if m])
+             for ids, mask in zip(out.token_ids.tolist(), out.mask.tolist(), strict=True)]  # fmt: skip
+    shape = (len(problems), cfg.samples_per_problem)
+    correct = torch.tensor([check(p, text) for p, text in zip(rows, texts, strict=True)]).reshape(shape)  # (P, G)
+    rewards, length_rewards = shaped_rewards(correct, out.mask.sum(1).reshape(shape), length_weight)
+    input_ids = torch.cat([prompt_ids, out.token_ids], dim=1)  # (B, L)
+    attention_mask = torch.cat([prompt_mask, out.mask], dim=1)
+    completion_mask = torch.cat([torch.zeros_like(prompt_mask), out.mask], dim=1)
+    old_log_probs = sequence_log_probs(model, input_ids, attention_mask, completion_mask)
+    ref_log_probs = None
+    if reference is not None:
+        ref_log_probs = sequence_log_probs(reference, input_ids, attention_mask, completion_mask)
+    return Experience(input_ids, attention_mask, completion_mask, rewards.to(model.device), correct, old_log_probs,
+                      ref_log_probs, texts, length_rewards)  # fmt: skip
+
+
+@dataclass
+class UpdateStats:
+    """What the gradient steps of one iteration measured."""
+
+    loss: float
+    """Objective at the first gradient step."""
+    log_ratio: float
+    """Mean over responses of log pi_theta(y|x) - log pi_theta_i(y|x) (summed over tokens) after the last step."""
+
+
+def update(model: Transformer, optimizer: torch.optim.Optimizer, exp: Experience, objective: Objective,
+           cfg: RLConfig) -> UpdateStats:  # fmt: skip
+    """`updates_per_iteration` full-batch gradient steps on the objective."""
+    losses = []
+    for _ in range(cfg.updates_per_iteration):
+        log_probs = sequence_log_probs(model, exp.input_ids, exp.attention_mask, exp.completion_mask)  # (B, L)
+        loss = objective(log_probs, exp, cfg)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        log_probs = sequence_log_probs(model, exp.input_ids, exp.attention_mask, exp.completion_mask)
+        log_ratio = ((log_probs - exp.old_log_probs) * exp.completion_mask).sum(1).mean().item()
+    return UpdateStats(losses[0], log_ratio)
+
+
+@dataclass
+class RLResult:
+    """What `train` returns: per-iteration curves and the held-out evaluations."""
+
+    run_dir: Path
+    model: Transformer
+    iterations: int
+    mean_rewards: list[float] = field(default_factory=list)
+    """Mean correctness of the sampled responses, per iteration."""
+    evals: list[tuple[int, float]] = field(default_factory=list)
+    """(iteration, held-out greedy accuracy)."""
+    stopped: bool = False
+
+
+def problem_pool(task: Task, spec: RLSpec, cfg: RLConfig) -> list[Problem]:
+    """The training problems: the rows of --data, or `pool_size` train-split problems spread over the levels."""
+    if spec.data is not None:
+        return load_problems(spec.data)
+    levels = cfg.levels or task.levels
+    for level in levels:
+        if level not in task.levels:
+            raise UserError(f"{task.name} has no level {level}; set levels to some of {list(task.levels)}.")
+    rng = np.random.default_rng(spec.seed + 2)
+    return [task.sample(rng, levels[i % len(levels)], "train") for i in range(cfg.pool_size)]
+
+
+def save_state(run_dir: Path, model: Transformer, tokenizer: Tokenizer, spec: RLSpec, optimizer: torch.optim.Optimizer,
+               sampler: ProblemSampler, iteration: int, rng: np.random.Generator,
+               generator: torch.Generator) -> None:  # fmt: skip
+    """Weights as a Hugging Face directory; optimiser, sampler, iteration and generators in checkpoint.safetensors."""
+    save_pretrained(model, tokenizer, run_dir / MODEL_DIR, source=spec.init)
+    arrays = {"torch_rng": torch.get_rng_state().numpy(), "sampling_rng": generator.get_state().numpy()}
+    meta = {
+        "iteration": iteration,
+        "rng": generator_state(rng),
+        "optimizer": flatten_state(optimizer.state_dict(), "opt", arrays),
+        "sampler": flatten_state(sampler.state_dict(), "sampler", arrays),
+    }
+    save_checkpoint(run_dir, arrays, meta)
+
+
+def restore_state(run_dir: Path, optimizer: torch.optim.Optimizer, sampler: ProblemSampler,
+                  rng: np.random.Generator, generator: torch.Generator) -> int:  # fmt: skip
+    """Loads what `save_state` wrote; returns the iteration it was taken after."""
+    arrays, meta = load_checkpoint(run_dir)
+    try:
+        optimizer.load_state_dict(unflatten_state(meta["optimizer"], arrays))
+        sampler.load_state_dict(unflatten_state(meta["sampler"], arrays))
+    except (KeyError, ValueError, RuntimeError) as error:
+        raise UserError(f"the checkpoint in {run_dir} does not fit this run ({error}); start a new run.") from None
+    restore_generator(rng, meta["rng"])
+    torch.set_rng_state(torch.from_numpy(arrays["torch_rng"]))
+    generator.set_state(torch.from_numpy(arrays["sampling_rng"]))
+    return int(meta["iteration"])
+
+
+def run_config(cfg: RLConfig, spec: RLSpec) -> dict:
+    """What config.json records: enough to resume the run."""
+    return {"spec": config_dict(spec), "rl_config": config_dict(cfg)}
+
+
+def load_policy(spec: RLSpec, resume: Path | None, device: str) -> tuple[Transformer, Tokenizer]:
+    """The model to train: the run's last checkpoint when resuming, else --init."""
+    path = Path(resume) / MODEL_DIR if resume is not None else Path(spec.init)
+    if not (path / "config.json").is_file():
+        raise UserError(f"{path} is not a model directory; pass --init RUN_DIR/model written by `rl llm sft`.")
+    model, tokenizer = load_pretrained(path, dtype=torch.float32, device=device)
+    if not model.cfg.eos_token_ids:
+        raise UserError(f"{path} names no eos_token_id in config.json; add one so responses can end.")
+    return model, tokenizer
+
+
+def log_iteration(logger: RunLogger, exp: Experience, stats: UpdateStats, length_weight: float, seconds: float,
+                  iteration: int, cfg: RLConfig) -> None:  # fmt: skip
+    """The fixed tags of one iteration, and some sampled responses as text every `log_every` iterations."""
+    lengths = exp.completion_mask.sum(1).float()  # (B,)
+    logger.scalar("reward/mean", exp.rewards.mean().item(), iteration)
+    logger.scalar("reward/accuracy", exp.correct.float().mean().item(), iteration)
+    logger.scalar("reward/length_penalty", length_weight * exp.length_rewards.mean().item(), iteration)
+    logger.scalar("completions/mean_length", lengths.mean().item(), iteration)
+    logger.scalar("completions/clipped_ratio", (lengths >= cfg.max_new_tokens).float().mean().item(), iteration)
+    logger.scalar("losses/policy_loss", stats.loss, iteration)
+    logger.scalar("charts/log_ratio", stats.log_ratio, iteration)
+    logger.scalar("charts/entropy", token_mean(-exp.old_log_probs, exp.completion_mask).item(), iteration)
+    logger.scalar("perf/tokens_per_s", lengths.sum().item() / max(seconds, 1e-9), iteration)
+    if cfg.sample_texts and iteration % cfg.log_every == 0:
+        shown = "\n\n".join(f"    {text}".replace("\n", "\n    ") for text in exp.texts[: cfg.sample_texts])
+        logger.writer.add_text("completions", shown, iteration)
+
+
+def train(cfg: RLConfig, spec: RLSpec, resume: Path | None = None) -> RLResult:
+    """RL fine-tuning of spec.init with spec.algo; `resume` continues a run directory."""
+    if spec.algo not in OBJECTIVES:
+        raise UserError(f"unknown algorithm {spec.algo!r}; pick one of {', '.join(ALGOS)}.")
+    torch.set_num_threads(cfg.num_threads)
+    task = get_task(spec.task)
+    pool = problem_pool(task, spec, cfg)
+    eval_levels = tuple(lv for lv in task.held_out_levels if not cfg.levels or lv in cfg.levels)
+    eval_set = held_out_problems(task, cfg.eval_problems * len(eval_levels), spec.seed + 1, eval_levels)
+    rng = seed_everything(spec.seed)
+    generator = torch.Generator().manual_seed(spec.seed)
+    model, tokenizer = load_policy(spec, resume, cfg.device)
+    reference = None
+    if spec.algo == "grpo" and cfg.kl_coef > 0:
+        reference = load_policy(spec, None, cfg.device)[0].eval().requires_grad_(False)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, betas=cfg.adam_betas)
+    sampler = make_sampler(cfg.sampler, [p.level for p in pool], cfg.success_decay, cfg.priority_floor, cfg.advance_at)
+    run_dir = Path(resume) if resume is not None else new_run_dir(spec.runs_dir, spec.task, spec.algo, spec.seed)
+    iteration = 0 if resume is None else restore_state(run_dir, optimizer, sampler, rng, generator)
+    codec, objective = text_codec(model, tokenizer), OBJECTIVES[spec.algo]
+    logger = RunLogger(run_dir, run_config(cfg, spec), cfg.iterations, iteration, print_every=2**62, quiet=spec.quiet)
+    logger.line(f"{spec.algo} on {spec.task}: {len(pool)} training problems, sampler {cfg.sampler} -> {run_dir}")
+    result = RLResult(run_dir, model, iteration)
+    if eval_set and resume is None:
+        result.evals.append((0, evaluate_and_log(model, tokenizer, task, eval_set, cfg, logger, 0)))
+    with stop_signals() as stop:
+        while iteration < cfg.iterations and not stop.is_set():
+            started = time.perf_counter()
+            indices = sampler.sample(cfg.problems_per_iteration, rng)
+            length_weight = cfg.length_penalty_weight if iteration >= cfg.length_penalty_warmup else 0.0
+            model.eval()
+            exp = collect(model, reference, [pool[i] for i in indices], codec, task.check, cfg, length_weight,
+                          generator)  # fmt: skip
+            model.train()
+            sampler.update(indices, exp.correct.float().mean(1).numpy())
+            if cfg.reset_optimizer:
+                optimizer.state.clear()
+            stats = update(model, optimizer, exp, objective, cfg)
+            iteration += 1
+            result.mean_rewards.append(exp.correct.float().mean().item())
+            log_iteration(logger, exp, stats, length_weight, time.perf_counter() - started, iteration, cfg)
+            logger.progress(iteration)
+            evaluated = eval_set and (
+                (cfg.eval_every and iteration % cfg.eval_every == 0) or iteration == cfg.iterations
+            )
+            if evaluated:
+                result.evals.append(
+                    (iteration, evaluate_and_log(model, tokenizer, task, eval_set, cfg, logger, iteration))
+                )
+            if iteration % cfg.log_every == 0 or iteration == cfg.iterations:
+                recent = result.mean_rewards[-cfg.log_every :]
+                line = f"iteration {iteration} | accuracy {sum(recent) / len(recent):.3f} | loss {stats.loss:.4f}"
+                line += f" | log ratio {stats.log_ratio:.3f}"
+                logger.line(line + (f" | eval accuracy {result.evals[-1][1]:.3f}" if evaluated else ""))
+            if cfg.checkpoint_every and iteration % cfg.checkpoint_every == 0 and iteration < cfg.iterations:
+                save_state(run_dir, model, tokenizer, spec, optimizer, sampler, iteration, rng, generator)
+        save_state(run_dir, model, tokenizer, spec, optimizer, sampler, iteration, rng, generator)
+    logger.close()
+    result.iterations, result.stopped = iteration, iteration < cfg.iterations
+    return result
+
+
+def evaluate_and_log(model: Transformer, tokenizer: Tokenizer, task: Task, problems: list[Problem], cfg: RLConfig,
+                     logger: RunLogger, iteration: int) -> float:  # fmt: skip
+    """Greedy accuracy on the fixed held-out problems, logged overall and per level."""
+    result = evaluate(model, tokenizer, problems, max_new_tokens=cfg.max_new_tokens, check=task.check)
+    logger.scalar("eval/accuracy", result.accuracy, iteration)
+    for level, accuracy in result.per_level.items():
+        logger.scalar(f"eval/accuracy_level_{level}", accuracy, iteration)
+    return result.accuracy
