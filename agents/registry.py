@@ -9,7 +9,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents import ddpg, dqn, linear, monte_carlo, td
+from agents import a2c, actor_critic, ddpg, dqn, linear, monte_carlo, ppo, reinforce, td, trpo
 from agents.tabular import greedy_act_from_checkpoint
 from rl.errors import UserError
 from rl.run import Run
@@ -99,6 +99,48 @@ AGENTS: dict[str, AgentEntry] = {
             dqn.Config,
             dqn.train,
             dqn.act_from_checkpoint,
+        ),
+        AgentEntry(
+            "reinforce",
+            "REINFORCE: Monte Carlo policy gradient, optional learned baseline (book 9.4, S&B 13.3-13.4)",
+            reinforce.Config,
+            reinforce.train,
+            reinforce.act_from_checkpoint,
+        ),
+        AgentEntry(
+            "qac",
+            "QAC: the simplest actor-critic, a Sarsa critic q(s, a; w) and a policy-gradient actor (book 10.1)",
+            actor_critic.QACConfig,
+            actor_critic.train_qac,
+            actor_critic.qac_act_from_checkpoint,
+        ),
+        AgentEntry(
+            "a2c",
+            "A2C: synchronous advantage actor-critic on vector envs, n-step or GAE (Mnih et al. 2016, book 10.2)",
+            a2c.Config,
+            a2c.train,
+            a2c.act_from_checkpoint,
+        ),
+        AgentEntry(
+            "offpolicy_ac",
+            "Off-policy actor-critic from a behaviour policy's data, truncated importance weights (book 10.3)",
+            actor_critic.OffPolicyACConfig,
+            actor_critic.train_offpolicy_ac,
+            actor_critic.offpolicy_act_from_checkpoint,
+        ),
+        AgentEntry(
+            "trpo",
+            "TRPO: natural gradient by conjugate gradient, line search within max_kl, GAE critic (Schulman 2015)",
+            trpo.Config,
+            trpo.train,
+            trpo.act_from_checkpoint,
+        ),
+        AgentEntry(
+            "ppo",
+            "PPO: clipped surrogate, several epochs of minibatches, GAE critic (Schulman et al. 2017)",
+            ppo.Config,
+            ppo.train,
+            ppo.act_from_checkpoint,
         ),
         AgentEntry(
             "ddpg",
