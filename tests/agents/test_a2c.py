@@ -18,14 +18,7 @@ from rl.onpolicy import collect, flatten
 from rl.rollout import Rollout
 from rl.run import Run, RunSpec
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small networks: a second intra-op thread only adds contention on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train(cfg, tmp_path, steps, seed=0, env_id="CartPole-v1", run_dir=None):

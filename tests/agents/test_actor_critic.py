@@ -32,13 +32,7 @@ GRID = {"terminal_target": True, "r_target": 0, "r_forbidden": -10, "r_boundary"
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small networks: a second intra-op thread only adds contention on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train(train_fn, cfg, tmp_path, steps, seed=0, env_id="CartPole-v1", env_kwargs=None, run_dir=None, evals=10):

@@ -41,13 +41,7 @@ if "MultiDiscreteToy-v0" not in gym.registry:
     gym.register("MultiDiscreteToy-v0", entry_point=MultiDiscreteActions)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small networks: a second intra-op thread only adds contention on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train(cfg, tmp_path, steps, seed=0, env_id="CartPole-v1", run_dir=None, evals=10):

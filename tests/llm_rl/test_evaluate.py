@@ -19,13 +19,7 @@ from llm_rl.tasks import Problem, get_task, split_of
 from llm_rl.tokenizer import BOS_ID, EOS_ID, PAD_ID, build_tokenizer
 from rl.errors import UserError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def char_model(seed: int = 0) -> Transformer:

@@ -21,12 +21,7 @@ from rl.cli import main
 QUICK = ["--quiet", "--set", "levels=[1]", "eval_levels=[1]", "batch_size=8", "eval_problems=2", "num_threads=1"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:

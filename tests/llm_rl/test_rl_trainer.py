@@ -30,12 +30,7 @@ TOKENS = torch.tensor([[0, 2, 1], [1, 1, 0], [2, 0, 0], [0, 0, 2], [1, 2, 2], [2
 MASK = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 1, 1], [1, 1, 0]], dtype=torch.bool)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def toy_log_probs(theta: torch.Tensor) -> torch.Tensor:

@@ -23,13 +23,7 @@ VOCAB = 40
 PROMPTS = [[5, 9, 11, 3, 7, 21, 8], [30, 2], [14, 4, 4, 19]]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices: thread start-up costs more than it saves, badly so on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(device: str = "cpu") -> Transformer:

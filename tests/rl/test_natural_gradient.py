@@ -39,13 +39,7 @@ class TinyPolicy(nn.Module):
         return Categorical(logits=self.logits(self.weight, self.bias))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tensors of 16 numbers: a second intra-op thread only adds contention (20x slower on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def mean_kl_from(policy: TinyPolicy, old_logits: torch.Tensor):

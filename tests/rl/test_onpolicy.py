@@ -18,14 +18,7 @@ from rl.networks import ActorCritic
 from rl.onpolicy import Samples, collect, deterministic_policy, flatten, minibatches, steps_this_iteration
 from rl.rollout import Rollout
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small networks: a second intra-op thread only adds contention on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class CounterEnv(gym.Env):
