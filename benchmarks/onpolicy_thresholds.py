@@ -1,6 +1,7 @@
 """The on-policy agents' known-good settings against their bar: a greedy CartPole-v1 return of at least 475 within
 100,000 environment steps on most seeds, for each of a2c, ppo and trpo with its defaults (rl-baselines3-zoo's
-CartPole-v1 values, adjusted for a2c: see its docstring); and, with `--pendulum`, a short Pendulum-v1 run of each to show the continuous path works.
+CartPole-v1 values, adjusted for a2c: see its docstring); and, with `--pendulum`, a short Pendulum-v1 run of each
+to show the continuous path works.
 
     python benchmarks/onpolicy_thresholds.py [--agents a2c ppo trpo] [--seeds 0 1 2 3 4] [--jobs 2] [--pendulum]
 
