@@ -27,6 +27,8 @@ Deviations and choices:
    not round them and the state dict holds weights only.
 5. The KV cache has one fill position shared by all rows: prompts are left-padded, so the rows stay aligned, and a
    per-slot mask marks which slots hold real tokens.
+6. `gradient_checkpointing = True` (training, no cache) keeps only each block's input and recomputes the block in the
+   backward pass (Chen et al. 2016, "Training deep nets with sublinear memory cost"): same gradients, less memory.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from rl.errors import UserError
 
@@ -276,6 +279,7 @@ class Transformer(nn.Module):
             }
         )
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.gradient_checkpointing = False  # recompute each block in backward (deviation 6)
         self.apply(init_weights)
         self.tie_weights()
 
@@ -312,8 +316,12 @@ class Transformer(nn.Module):
             position_ids = (seen + real.cumsum(-1) - 1).clamp(min=0)  # (B, L)
         x = self.model["embed_tokens"](input_ids)  # (B, L, E)
         cos, sin = rotary_cos_sin(position_ids, self.cfg, x.dtype)  # (B, L, D)
+        recompute = self.gradient_checkpointing and kv_cache is None and torch.is_grad_enabled()
         for i, block in enumerate(self.model["layers"]):
-            x = block(x, cos, sin, mask, kv_cache, i)
+            if recompute:
+                x = checkpoint(block, x, cos, sin, mask, None, i, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, mask, kv_cache, i)
         if kv_cache is not None:
             kv_cache.length += L
             kv_cache.positions += real.sum(-1)

@@ -255,3 +255,45 @@ def test_parameter_names_and_presets():
         preset("huge")
     with pytest.raises(ValueError, match="must divide"):
         ModelConfig(num_attention_heads=4, num_key_value_heads=3)
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
+    model = Transformer(ModelConfig(vocab_size=VOCAB, num_hidden_layers=3, attention_bias=True))
+    randomize(model, seed=4)
+    ids, mask, _ = left_padded_batch(seed=3)
+
+    def loss_and_grads(recompute: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        model.gradient_checkpointing = recompute
+        loss = model(ids, mask).log_softmax(-1)[..., 7][mask.bool()].mean()
+        loss.backward()
+        return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    loss, grads = loss_and_grads(False)
+    loss_recomputed, grads_recomputed = loss_and_grads(True)
+    torch.testing.assert_close(loss_recomputed, loss, atol=1e-6, rtol=0)
+    assert grads.keys() == grads_recomputed.keys()
+    for name, grad in grads.items():
+        assert grad.abs().sum() > 0, name
+        torch.testing.assert_close(grads_recomputed[name], grad, atol=1e-6, rtol=0, msg=name)
+    # the tensors kept for backward: every block's activations without recomputation, only block inputs with it
+    model.gradient_checkpointing = False
+    kept = saved_elements(model, ids, mask)
+    model.gradient_checkpointing = True
+    assert saved_elements(model, ids, mask) < 0.5 * kept
+
+
+def saved_elements(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> int:
+    """Elements of the distinct non-parameter tensors autograd saves for the backward pass of one forward pass."""
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            storages[storage.data_ptr()] = storage.nbytes() // tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model(ids, mask).sum()
+    return sum(storages.values())

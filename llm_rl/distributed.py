@@ -1,0 +1,117 @@
+"""Data-parallel RL training with torch's DistributedDataParallel, launched by `torchrun --nproc-per-node N -m ...`.
+
+Each of the N processes (ranks) holds a full copy of the policy. An iteration's P problems are split into N equal
+contiguous shards; rank n samples the k responses of its P / N problems, scores them, and computes the loss on them.
+DDP (Li et al. 2020, "PyTorch Distributed: experiences on accelerating data parallel training") averages the
+gradients over the ranks during the backward pass, so every rank takes the same optimiser step:
+
+    grad = 1/N sum_n grad L_n(theta),   L_n = mean over rank n's sequences   =>   grad = grad of the mean over all P k
+
+which is the single-process full-batch gradient whenever the loss is a mean over sequences with equal shard sizes
+(Kimi's eq. 3 and GRPO's sequence mean; RLOO's token mean weights the shards by their token counts instead). A
+problem's k responses stay on one rank, so the group statistics (the mean reward as tau log Z, leave-one-out and
+group-normalised advantages) need no communication; `all_gather_rows` collects the rewards for logging and for the
+problem sampler, which every rank runs identically from the same seed.
+
+Choices:
+1. The process group is read from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT): gloo on
+   CPU, nccl on CUDA; one process without those variables runs undistributed and every function here is a no-op.
+2. DDP only hooks `forward`, so the policy is wrapped in `SequenceLogProbs`, whose forward is
+   `sampling.sequence_log_probs`; sampling uses the unwrapped model (`.module.model`), which needs no gradients.
+3. FSDP2 (`torch.distributed.fsdp.fully_shard`) is not wired in: the models trained here fit on one device.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from llm_rl.sampling import sequence_log_probs
+from rl.errors import UserError
+
+Item = TypeVar("Item")
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """Where this process stands in the group."""
+
+    rank: int
+    """This process's index, 0 .. world_size - 1."""
+    world_size: int
+    """Number of processes."""
+    device: torch.device
+    """This process's device: cuda:LOCAL_RANK when CUDA is asked for, else the CPU."""
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 logs, evaluates and saves."""
+        return self.rank == 0
+
+
+def init_ranks(device: str = "cpu") -> Ranks:
+    """Joins torchrun's process group (gloo on CPU, nccl on CUDA); one process without torchrun is rank 0 of 1."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    on_cuda = torch.device(device).type == "cuda"
+    if on_cuda and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} was asked for but CUDA is not available; pass --device cpu.")
+    where = torch.device("cuda", local_rank) if on_cuda else torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        if on_cuda:
+            torch.cuda.set_device(where)
+        dist.init_process_group("nccl" if on_cuda else "gloo", rank=rank, world_size=world_size)
+    return Ranks(rank, world_size, where)
+
+
+def shard(items: Sequence[Item], ranks: Ranks) -> list[Item]:
+    """Rank n's contiguous 1/N of `items` (problems, say); the count must divide evenly (equal shard weights)."""
+    if len(items) % ranks.world_size:
+        raise UserError(
+            f"{len(items)} problems per iteration do not split evenly over {ranks.world_size} processes; "
+            "make problems_per_iteration a multiple of --nproc-per-node."
+        )
+    size = len(items) // ranks.world_size
+    return list(items[ranks.rank * size : (ranks.rank + 1) * size])
+
+
+def all_gather_rows(local: Tensor, ranks: Ranks) -> Tensor:
+    """Every rank's (P / N, ...) rows stacked in rank order: (P, ...); the tensor itself with one process."""
+    if ranks.world_size == 1:
+        return local
+    pieces = [torch.empty_like(local) for _ in range(ranks.world_size)]
+    dist.all_gather(pieces, local.contiguous())
+    return torch.cat(pieces)
+
+
+class SequenceLogProbs(nn.Module):
+    """The policy as DDP needs it: forward(input_ids, attention_mask, completion_mask) -> log pi per token (B, L)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor) -> Tensor:
+        return sequence_log_probs(self.model, input_ids, attention_mask, completion_mask)
+
+
+def data_parallel(model: nn.Module, ranks: Ranks) -> nn.Module:
+    """`SequenceLogProbs(model)`, in DDP when there is more than one process (gradients averaged in backward)."""
+    policy = SequenceLogProbs(model)
+    if ranks.world_size == 1:
+        return policy
+    device_ids = [ranks.device.index] if ranks.device.type == "cuda" else None
+    return DistributedDataParallel(policy, device_ids=device_ids)
+
+
+def close(ranks: Ranks) -> None:
+    """Leaves the process group (at the end of training)."""
+    if ranks.world_size > 1 and dist.is_initialized():
+        dist.destroy_process_group()

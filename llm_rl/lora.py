@@ -1,0 +1,87 @@
+"""LoRA adapters through `peft`, on our transformer or a `transformers` model, merged back into a plain checkpoint.
+
+Hu et al. (2021), "LoRA: Low-rank adaptation of large language models", section 4.1: a frozen weight W0 (out, in)
+gains a trainable low-rank update,
+
+    h = W0 x + (alpha / r) B A x,    A (r, in) ~ Kaiming-uniform,  B (out, r) = 0   (so training starts at W0),
+
+and after training the update is folded in, W = W0 + (alpha / r) B A, which leaves a model of the original shape: it is
+saved as an ordinary Hugging Face directory (`hf_io.save_pretrained` for ours, `save_pretrained` of `transformers` for
+theirs) that `AutoModelForCausalLM` and `llm_rl.hf_io.load_model` read without peft.
+
+Choices:
+1. The adapters go on every linear layer inside the blocks (attention q/k/v/o and the MLP's gate/up/down, section 7.1's
+   "all weight matrices" setting); the embeddings, norms and output layer stay frozen. `target_modules` narrows it.
+2. `peft.get_peft_model` changes the given model in place (its Linear layers become LoRA layers). Our Transformer comes
+   back inside peft's wrapper, which forwards attributes; an `HFCausalLM` comes back as itself with peft's wrapper
+   inside. Either way `sampling.generate` and `sequence_log_probs` take the result unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+from llm_rl.causal_lm import CausalLM, HFCausalLM, save_causal_lm
+from llm_rl.model import Transformer
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from tokenizers import Tokenizer
+
+BLOCK_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""The linear layers of one block of our transformer (and of Llama / Qwen2 in transformers)."""
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    """Shape of the LoRA adapters."""
+
+    rank: int = 8
+    """Rank r of each update B A."""
+    alpha: float = 16.0
+    """The update is scaled by alpha / r."""
+    dropout: float = 0.0
+    """Dropout on the adapter's input during training."""
+    target_modules: tuple[str, ...] = ()
+    """Names of the linear layers that get adapters; empty: every linear layer inside the blocks."""
+
+    def __post_init__(self) -> None:
+        if self.rank < 1 or self.alpha <= 0 or not 0 <= self.dropout < 1:
+            raise ValueError("rank must be >= 1, alpha > 0 and dropout in [0, 1)")
+
+
+def with_lora(model: CausalLM, cfg: LoRAConfig) -> PeftModel | HFCausalLM:
+    """`model` with adapters on its block linears; only the adapters require gradients (the model changes in place)."""
+    from peft import LoraConfig, get_peft_model
+
+    targets: list[str] | str = list(cfg.target_modules)
+    if not targets:  # peft's "all-linear" skips the output layer of a transformers model; ours names its layers
+        targets = list(BLOCK_LINEARS) if isinstance(model, Transformer) else "all-linear"
+    lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets, bias="none")
+    if isinstance(model, HFCausalLM):
+        model.hf = get_peft_model(model.hf, lora)
+        return model
+    return get_peft_model(model, lora)
+
+
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters an optimiser should update (the adapters, for a model from `with_lora`)."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def merged(model: PeftModel | HFCausalLM) -> CausalLM:
+    """The model with W = W0 + (alpha / r) B A folded into each adapted layer and the adapters removed."""
+    if isinstance(model, HFCausalLM):
+        model.hf = model.hf.merge_and_unload()
+        return model
+    return model.merge_and_unload()
+
+
+def save_merged(model: PeftModel | HFCausalLM, tokenizer: Tokenizer | None, path: str | Path,
+                source: str | Path | None = None) -> Path:  # fmt: skip
+    """Merges the adapters (`merged`) and writes the model as a Hugging Face directory; `source`: where it came from."""
+    return save_causal_lm(merged(model), tokenizer, path, source)
