@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -59,17 +60,40 @@ def epsilon_greedy_policy(q_values: np.ndarray, epsilon: float) -> np.ndarray:
 
 
 def epsilon_greedy_action(q_row: np.ndarray, epsilon: float, rng: np.random.Generator) -> int:
-    """Explores uniformly with probability epsilon, else acts greedily, breaking ties at random."""
+    """Explores uniformly with probability epsilon, else acts greedily, breaking ties at random.
+
+    The row is read as a Python list: for a handful of actions, max and a comprehension cost a fraction of NumPy's
+    per-call overhead. `best[rng.integers(len(best))]` draws exactly what `rng.choice(best)` would.
+    """
     if rng.random() < epsilon:
         return int(rng.integers(len(q_row)))
-    best = np.flatnonzero(q_row == q_row.max())
-    return int(best[0]) if len(best) == 1 else int(rng.choice(best))
+    values = q_row.tolist()
+    best_value = max(values)
+    best = [a for a, value in enumerate(values) if value == best_value]
+    return best[0] if len(best) == 1 else best[int(rng.integers(len(best)))]
 
 
-def epsilon_greedy_probs(q_row: np.ndarray, epsilon: float) -> np.ndarray:
+def epsilon_greedy_probs(q_row: list[float], epsilon: float) -> list[float]:
     """(A,) the probabilities with which `epsilon_greedy_action` picks each action, ties shared equally."""
-    best = q_row == q_row.max()
-    return np.full(len(q_row), epsilon / len(q_row)) + (1.0 - epsilon) * best / best.sum()
+    best_value = max(q_row)
+    n_best = sum(value == best_value for value in q_row)
+    explore = epsilon / len(q_row)
+    return [explore + (1.0 - epsilon) / n_best if value == best_value else explore for value in q_row]
+
+
+def cumulative_policy(policy: np.ndarray) -> list[list[float]]:
+    """(S, A) each row of pi(.|s) as its cumulative distribution, normalised as `rng.choice(A, p=pi(.|s))` does."""
+    cumulative = policy.cumsum(axis=1)
+    return (cumulative / cumulative[:, -1:]).tolist()
+
+
+def sample_action(cumulative_probs: list[float], rng: np.random.Generator) -> int:
+    """An action from a cumulative distribution by inverse transform: the first a whose F(a) exceeds one uniform draw.
+
+    The same single draw and the same search as `rng.choice(A, p=probs)`, so the same action from the same stream,
+    without choice's checks and array allocations on every call.
+    """
+    return bisect.bisect_right(cumulative_probs, rng.random())
 
 
 def epsilon_at(epsilon: float, epsilon_end: float | None, decay_steps: int, step: int) -> float:

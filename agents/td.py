@@ -25,6 +25,7 @@ Deviations from the book:
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,11 +33,13 @@ import numpy as np
 from agents.planning import policy_evaluation
 from agents.tabular import (
     TabularResult,
+    cumulative_policy,
     epsilon_at,
     epsilon_greedy_action,
     epsilon_greedy_policy,
     epsilon_greedy_probs,
     finish,
+    sample_action,
     table_shape,
 )
 from rl.errors import UserError
@@ -126,9 +129,14 @@ def td_target(reward: float, v_next: float, terminated: bool, gamma: float) -> f
     return reward + (0.0 if terminated else gamma * v_next)
 
 
-def expected_q(q_row: np.ndarray, policy_row: np.ndarray) -> float:
+def expected_q(q_row: Sequence[float], policy_row: Sequence[float]) -> float:
     """sum_a pi(a|s) q(s, a)."""
-    return float(policy_row @ q_row)
+    return float(sum(p * q for p, q in zip(policy_row, q_row, strict=True)))
+
+
+def max_q(q_row: np.ndarray) -> float:
+    """max_a q(s, a); through a Python list, which for a few actions costs less than ndarray.max()."""
+    return max(q_row.tolist())
 
 
 def nstep_return(rewards: list[float], bootstrap: float, gamma: float) -> float:
@@ -149,11 +157,12 @@ def train_td0(cfg: TD0Config, run: Run) -> TabularResult:
     policy = policy_to_evaluate(cfg, run, n_states, n_actions)
     true_values = policy_evaluation(model, policy, cfg.gamma) if model is not None else None
     v = run.state("v", np.zeros(n_states))
+    cumulative = cumulative_policy(policy)  # actions are drawn as rng.choice(A, p=policy[s]) would, only cheaper
     rollout = run.rollout
     next_eval = rollout.global_step
     while run.keep_going():
         s = int(rollout.obs)
-        t = rollout.step(int(run.rng.choice(n_actions, p=policy[s])))
+        t = rollout.step(sample_action(cumulative[s], run.rng))
         v[s] += cfg.alpha * (td_target(t.rewards, v[int(t.next_obs)], t.terminated, cfg.gamma) - v[s])
         if true_values is not None and rollout.global_step >= next_eval:
             run.log("eval/value_rmse", np.sqrt(np.mean((v - true_values) ** 2)))
@@ -188,8 +197,9 @@ def train_sarsa(cfg: TDConfig, run: Run) -> TabularResult:
         epsilon = epsilon_at(cfg.epsilon, cfg.epsilon_end, cfg.epsilon_decay_steps, rollout.global_step)
         s = int(rollout.obs)
         t = rollout.step(action)
-        next_action = epsilon_greedy_action(q[int(t.next_obs)], epsilon, run.rng)
-        target = td_target(t.rewards, q[int(t.next_obs), next_action], t.terminated, cfg.gamma)
+        s_next = int(t.next_obs)
+        next_action = epsilon_greedy_action(q[s_next], epsilon, run.rng)
+        target = td_target(t.rewards, q[s_next, next_action], t.terminated, cfg.gamma)
         q[s, action] += cfg.alpha * (target - q[s, action])
         if t.terminated or t.truncated:
             next_action = epsilon_greedy_action(q[int(rollout.obs)], epsilon, run.rng)
@@ -207,9 +217,9 @@ def train_expected_sarsa(cfg: TDConfig, run: Run) -> TabularResult:
         s = int(rollout.obs)
         action = epsilon_greedy_action(q[s], epsilon, run.rng)
         t = rollout.step(action)
-        s_next = int(t.next_obs)
+        q_next = q[int(t.next_obs)].tolist()  # a list: a few Python multiplications beat NumPy's per-call cost
         target = td_target(
-            t.rewards, expected_q(q[s_next], epsilon_greedy_probs(q[s_next], epsilon)), t.terminated, cfg.gamma
+            t.rewards, expected_q(q_next, epsilon_greedy_probs(q_next, epsilon)), t.terminated, cfg.gamma
         )
         q[s, action] += cfg.alpha * (target - q[s, action])
     return finish_control(run, q)
@@ -252,7 +262,7 @@ def train_q_learning(cfg: TDConfig, run: Run) -> TabularResult:
         s = int(rollout.obs)
         action = epsilon_greedy_action(q[s], epsilon, run.rng)
         t = rollout.step(action)
-        target = td_target(t.rewards, q[int(t.next_obs)].max(), t.terminated, cfg.gamma)
+        target = td_target(t.rewards, max_q(q[int(t.next_obs)]), t.terminated, cfg.gamma)
         q[s, action] += cfg.alpha * (target - q[s, action])
     return finish_control(run, q)
 
@@ -266,7 +276,7 @@ def train_q_learning_offpolicy(cfg: OffPolicyQConfig, run: Run) -> TabularResult
         s = int(rollout.obs)
         action = epsilon_greedy_action(q[s], cfg.behaviour_epsilon, run.rng)
         t = rollout.step(action)
-        target = td_target(t.rewards, q[int(t.next_obs)].max(), t.terminated, cfg.gamma)
+        target = td_target(t.rewards, max_q(q[int(t.next_obs)]), t.terminated, cfg.gamma)
         q[s, action] += cfg.alpha * (target - q[s, action])
     return finish_control(run, q)
 

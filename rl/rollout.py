@@ -19,9 +19,13 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Transition:
-    """One step: scalars for a single env, arrays with a leading N axis for a vector env of N envs."""
+    """One step: scalars for a single env, arrays with a leading N axis for a vector env of N envs.
+
+    Read-only by convention, not frozen: a frozen dataclass sets every field through object.__setattr__, which made
+    building one cost about a sixth of a toy-text env step, paid on every step of every tabular agent.
+    """
 
     obs: Any
     actions: Any

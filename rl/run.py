@@ -151,7 +151,8 @@ class Run:
         """Logs what finished since the last call, checkpoints when due; False once the budget is spent or a stop
         signal came."""
         step = self.rollout.global_step
-        self.logger.episodes(self.rollout.pop_finished(), step)
+        if self.rollout.finished:  # most steps finish nothing: skip the call and the fresh empty list
+            self.logger.episodes(self.rollout.pop_finished(), step)
         self.logger.progress(step)
         if step >= self._next_checkpoint:
             self.save()
