@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from rl.advantages import normalize
-from rl.networks import ActorCritic
+from rl.networks import ActorCritic, adam
 from rl.onpolicy import OnPolicyBatch, collect, deterministic_policy, flatten, load_tracked, steps_this_iteration
 from rl.pg_losses import entropy_bonus, policy_gradient_loss, value_loss
 from rl.run import Run
@@ -103,7 +103,7 @@ def build_network(cfg: Config, observation_space: gym.Space, action_space: gym.S
 def build_optimizer(cfg: Config, network: nn.Module) -> torch.optim.Optimizer:
     if cfg.optimizer == "rmsprop":
         return torch.optim.RMSprop(network.parameters(), lr=cfg.learning_rate, alpha=0.99, eps=cfg.optimizer_eps)
-    return torch.optim.Adam(network.parameters(), lr=cfg.learning_rate, eps=cfg.optimizer_eps)
+    return adam(network.parameters(), cfg.learning_rate, cfg.optimizer_eps)
 
 
 def update(cfg: Config, network: ActorCritic, optimizer: torch.optim.Optimizer, batch: OnPolicyBatch) -> UpdateStats:

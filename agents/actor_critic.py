@@ -53,7 +53,7 @@ from torch.distributions import Categorical
 
 from agents.reinforce import PolicyNetwork, ValueNetwork, env_actions, greedy_policy, policy_from_checkpoint
 from rl.advantages import td_errors
-from rl.networks import ObservationEncoder, mlp
+from rl.networks import ObservationEncoder, adam, mlp
 from rl.pg_losses import entropy_bonus, importance_weights, policy_gradient_loss, value_loss
 from rl.rollout import Transition
 from rl.run import Run
@@ -225,8 +225,8 @@ def train_qac(cfg: QACConfig, run: Run) -> np.ndarray:
     actor = PolicyNetwork(observation_space, action_space, cfg.hidden_sizes, spec.agent, spec.env_id,
                           cfg.log_std_init).to(device)  # fmt: skip
     critic = q_network(observation_space, action_space, cfg.hidden_sizes, spec.agent, spec.env_id).to(device)
-    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=cfg.learning_rate)
-    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=cfg.critic_learning_rate)
+    actor_optimizer = adam(actor.parameters(), cfg.learning_rate)
+    critic_optimizer = adam(critic.parameters(), cfg.critic_learning_rate)
     for name, obj in [("policy", actor), ("critic", critic), ("actor_optimizer", actor_optimizer),
                       ("critic_optimizer", critic_optimizer)]:  # fmt: skip
         run.track(name, obj)
@@ -282,8 +282,8 @@ def train_offpolicy_ac(cfg: OffPolicyACConfig, run: Run) -> np.ndarray:
     discrete_size(action_space, "action", spec.agent, spec.env_id, BEHAVIOUR_HINT)
     actor = PolicyNetwork(observation_space, action_space, cfg.hidden_sizes, spec.agent, spec.env_id).to(device)
     critic = ValueNetwork(observation_space, cfg.hidden_sizes).to(device)
-    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=cfg.learning_rate)
-    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=cfg.critic_learning_rate)
+    actor_optimizer = adam(actor.parameters(), cfg.learning_rate)
+    critic_optimizer = adam(critic.parameters(), cfg.critic_learning_rate)
     for name, obj in [("policy", actor), ("critic", critic), ("actor_optimizer", actor_optimizer),
                       ("critic_optimizer", critic_optimizer)]:  # fmt: skip
         run.track(name, obj)

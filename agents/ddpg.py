@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from rl.errors import UserError
-from rl.networks import ObservationEncoder, mlp, polyak_update
+from rl.networks import ObservationEncoder, adam, mlp, polyak_update
 from rl.replay_buffer import ReplayBatch, ReplayBuffer
 from rl.run import Run
 from rl.spaces import flat_size
@@ -298,8 +298,8 @@ def build_actor_critic(
     target_critics = new_critics().to(device)
     target_actor.load_state_dict(actor.state_dict())
     target_critics.load_state_dict(critics.state_dict())
-    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=cfg.learning_rate)
-    critic_optimizer = torch.optim.Adam(critics.parameters(), lr=cfg.learning_rate)
+    actor_optimizer = adam(actor.parameters(), cfg.learning_rate)
+    critic_optimizer = adam(critics.parameters(), cfg.learning_rate)
     return Networks(actor, critics, target_actor, target_critics, actor_optimizer, critic_optimizer)
 
 

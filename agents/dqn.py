@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rl.networks import ObservationEncoder, mlp, polyak_update
+from rl.networks import ObservationEncoder, adam, mlp, polyak_update
 from rl.replay_buffer import ReplayBatch, ReplayBuffer
 from rl.run import Run
 from rl.schedules import linear_schedule
@@ -142,7 +142,7 @@ def train(cfg: Config, run: Run) -> np.ndarray:
     q_network = QNetwork(observation_space, n_actions, cfg.hidden_sizes).to(device)
     target_network = QNetwork(observation_space, n_actions, cfg.hidden_sizes).to(device)
     target_network.load_state_dict(q_network.state_dict())
-    optimizer = torch.optim.Adam(q_network.parameters(), lr=cfg.learning_rate)
+    optimizer = adam(q_network.parameters(), cfg.learning_rate)
     buffer = ReplayBuffer(
         cfg.buffer_size,
         observation_space.shape,

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from rl.advantages import normalize
-from rl.networks import ActorCritic
+from rl.networks import ActorCritic, adam
 from rl.onpolicy import (
     OnPolicyBatch,
     Samples,
@@ -178,7 +178,7 @@ def train(cfg: Config, run: Run) -> np.ndarray:
     spec, device = run.spec, torch.device(cfg.device)
     action_space = run.env.action_space
     network = build_network(cfg, run.env.observation_space, action_space, spec.env_id).to(device)
-    optimizer = torch.optim.Adam(network.parameters(), lr=cfg.learning_rate, eps=1e-5)
+    optimizer = adam(network.parameters(), cfg.learning_rate, eps=1e-5)
     run.track("network", network)
     run.track("optimizer", optimizer)
     rollout = run.vector_rollout(cfg.num_envs)

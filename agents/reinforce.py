@@ -44,7 +44,7 @@ from torch.distributions import Distribution
 
 from rl.advantages import discounted_returns, normalize
 from rl.distributions import policy_head
-from rl.networks import ObservationEncoder, mlp
+from rl.networks import ObservationEncoder, adam, mlp
 from rl.pg_losses import entropy_bonus, policy_gradient_loss, value_loss
 from rl.rollout import Transition
 from rl.run import Run
@@ -270,13 +270,13 @@ def train(cfg: Config, run: Run) -> np.ndarray:
     flat_size(env.observation_space, "observation", spec.agent, spec.env_id)
     policy = PolicyNetwork(env.observation_space, env.action_space, cfg.hidden_sizes, spec.agent, spec.env_id,
                            cfg.log_std_init).to(device)  # fmt: skip
-    policy_optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
+    policy_optimizer = adam(policy.parameters(), cfg.learning_rate)
     run.track("policy", policy)
     run.track("policy_optimizer", policy_optimizer)
     value, value_optimizer = None, None
     if cfg.baseline:
         value = ValueNetwork(env.observation_space, cfg.hidden_sizes).to(device)
-        value_optimizer = torch.optim.Adam(value.parameters(), lr=cfg.value_learning_rate)
+        value_optimizer = adam(value.parameters(), cfg.value_learning_rate)
         run.track("value", value)
         run.track("value_optimizer", value_optimizer)
 

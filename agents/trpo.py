@@ -44,7 +44,7 @@ from rl.natural_gradient import (
     fisher_vector_product,
     flat_grad,
 )
-from rl.networks import ActorCritic
+from rl.networks import ActorCritic, adam
 from rl.onpolicy import Samples, collect, deterministic_policy, flatten, load_tracked, minibatches, steps_this_iteration
 from rl.pg_losses import surrogate_loss, value_loss
 from rl.run import Run
@@ -149,7 +149,7 @@ def train(cfg: Config, run: Run) -> np.ndarray:
     spec, device = run.spec, torch.device(cfg.device)
     action_space = run.env.action_space
     network = build_network(cfg, run.env.observation_space, action_space, spec.env_id).to(device)
-    critic_optimizer = torch.optim.Adam(network.critic_parameters(), lr=cfg.critic_learning_rate, eps=1e-5)
+    critic_optimizer = adam(network.critic_parameters(), cfg.critic_learning_rate, eps=1e-5)
     run.track("network", network)
     run.track("critic_optimizer", critic_optimizer)
     rollout = run.vector_rollout(cfg.num_envs)

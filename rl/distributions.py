@@ -8,6 +8,9 @@
   onto a Box's bounds [low, high] with loc = (high + low) / 2, scale = (high - low) / 2. Its log-density is the
   Gaussian's minus the log-determinant of the change of variables, sum_i log(scale_i * (1 - tanh(u_i)^2)).
 
+Argument validation is off (`validate_args=False`): the parameters come from networks, and checking their
+constraints on every construction costs more than the rest of a small policy's forward pass.
+
 Every distribution here offers `sample()`, `log_prob(actions)`, `entropy()` and `mode` (the deterministic action:
 argmax, mean, or the squashed mean); `kl(p, q)` is the KL divergence between two of the same family.
 """
@@ -42,12 +45,13 @@ SQUASH_EPS = 1e-6
 
 def categorical(logits: Tensor) -> Categorical:
     """A categorical policy over the last axis of `logits` ((B, K), or (B, L, V) for token sequences)."""
-    return Categorical(logits=logits)
+    return Categorical(logits=logits, validate_args=False)
 
 
 def diagonal_gaussian(mean: Tensor, log_std: Tensor) -> Independent:
     """N(mean, diag(exp(log_std))^2) over (B, A); `log_std` is (A,) (state-independent) or (B, A)."""
-    return Independent(Normal(mean, log_std.exp().expand_as(mean)), 1)
+    std = log_std.exp().expand_as(mean)
+    return Independent(Normal(mean, std, validate_args=False), 1, validate_args=False)
 
 
 class SquashedDiagonalGaussian(TransformedDistribution):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import gymnasium as gym
 import numpy as np
@@ -40,6 +41,12 @@ class ObservationEncoder(nn.Module):
         if self.discrete_n is not None:
             return nn.functional.one_hot(obs.long() - self.discrete_start, self.discrete_n).float()
         return obs.float().reshape(obs.shape[0], -1)
+
+
+def adam(parameters: Iterable[nn.Parameter], lr: float, eps: float = 1e-8) -> torch.optim.Adam:
+    """Adam (Kingma and Ba 2015) with PyTorch's fused kernel: one pass over all parameters per step instead of about
+    ten small tensor operations per parameter; the same update up to float rounding."""
+    return torch.optim.Adam(parameters, lr=lr, eps=eps, fused=True)
 
 
 def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
