@@ -6,19 +6,25 @@
 For every task and seed it trains our agent, then SB3's, alternating, each in a fresh process with the same torch
 thread count, and prints per task: environment steps per second of each (training only: the final greedy evaluation
 is timed apart), updates per second for off-policy agents, the speed ratio ours / SB3, and the mean greedy return of
-each over 20 evaluation episodes run by the same evaluation code. Hyperparameters are rl-baselines3-zoo's for both
-sides; a task lists only what differs from our agent's defaults and the SB3 constructor arguments that match them.
+each over 20 evaluation episodes run by the same evaluation code. Rates are per second of the run's CPU time (the
+wall-clock rate is printed per run too): on a quiet machine with one thread they agree, on a busy one CPU time is
+the fairer clock. Hyperparameters are rl-baselines3-zoo's for both
+sides; a task gives our agent's config and the SB3 constructor arguments that match it.
 """
 
 from __future__ import annotations
 
 import argparse
+import operator
 import statistics
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
+
+import numpy as np
 
 EVAL_EPISODES = 20
 
@@ -30,20 +36,110 @@ class Task:
     agent: str
     """Our agent's name in `agents.registry`."""
     ours: dict[str, Any]
-    """Overrides of our agent's config."""
+    """Our agent's config for the task (rl-baselines3-zoo's values in our parameter names)."""
     sb3_class: str
     """`module:Class` of the SB3 algorithm."""
     sb3_kwargs: dict[str, Any]
+    """Constructor arguments; ("linear", x) stands for a schedule falling linearly from x to 0."""
+    sb3_n_envs: int = 1
     updates: int = 0
     """Gradient updates in the run (off-policy agents), for updates per second; 0 when not counted."""
     sb3_policy_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-def dqn_updates(total: int, learning_starts: int, train_frequency: int, gradient_steps: int) -> int:
+def off_policy_updates(total: int, learning_starts: int, train_frequency: int, gradient_steps: int) -> int:
     return (total - learning_starts) // train_frequency * gradient_steps
 
 
+PENDULUM_ZOO = dict(
+    learning_rate=1e-3,
+    buffer_size=200_000,
+    learning_starts=10_000,
+    batch_size=256,
+    gamma=0.98,
+    tau=0.005,
+    train_freq=(1, "episode"),  # Pendulum's episodes are 200 steps: 200 updates after each
+    gradient_steps=-1,
+)
+PENDULUM_OURS = dict(learning_starts=10_000, gamma=0.98, train_frequency=200, gradient_steps=200, noise_std=0.1,
+                     hidden_sizes=(400, 300), batch_size=256, tau=0.005, learning_rate=1e-3)  # fmt: skip
+
 TASKS: dict[str, Task] = {
+    "a2c_cartpole": Task(
+        "CartPole-v1",
+        100_000,
+        "a2c",
+        dict(
+            num_envs=8,
+            n_steps=5,
+            learning_rate=7e-4,
+            anneal_lr=False,
+            optimizer="rmsprop",
+            gae_lambda=1.0,
+            ent_coef=0.0,
+            vf_coef=1.0,
+            max_grad_norm=0.5,
+            normalize_advantage=False,
+        ),  # fmt: skip
+        "stable_baselines3:A2C",
+        dict(ent_coef=0.0),
+        sb3_n_envs=8,
+    ),
+    "ppo_cartpole": Task(
+        "CartPole-v1",
+        100_000,
+        "ppo",
+        dict(
+            num_envs=8,
+            n_steps=32,
+            batch_size=256,
+            n_epochs=20,
+            gamma=0.98,
+            gae_lambda=0.8,
+            ent_coef=0.0,
+            learning_rate=1e-3,
+            clip_range=0.2,
+            anneal_lr=True,
+        ),  # fmt: skip
+        "stable_baselines3:PPO",
+        dict(
+            n_steps=32,
+            batch_size=256,
+            gae_lambda=0.8,
+            gamma=0.98,
+            n_epochs=20,
+            ent_coef=0.0,
+            learning_rate=("linear", 1e-3),
+            clip_range=("linear", 0.2),
+        ),  # fmt: skip
+        sb3_n_envs=8,
+    ),
+    "trpo_cartpole": Task(
+        "CartPole-v1",
+        100_000,
+        "trpo",
+        dict(
+            num_envs=2,
+            n_steps=512,
+            batch_size=512,
+            cg_damping=1e-3,
+            gae_lambda=0.98,
+            gamma=0.99,
+            critic_learning_rate=1e-3,
+            n_critic_updates=20,
+        ),  # fmt: skip
+        "sb3_contrib:TRPO",
+        dict(
+            n_steps=512,
+            batch_size=512,
+            cg_damping=1e-3,
+            gae_lambda=0.98,
+            gamma=0.99,
+            learning_rate=1e-3,
+            n_critic_updates=20,
+        ),  # fmt: skip
+        sb3_n_envs=2,
+    ),
     "dqn_cartpole": Task(
         "CartPole-v1",
         50_000,
@@ -62,21 +158,50 @@ TASKS: dict[str, Task] = {
             exploration_fraction=0.16,
             exploration_final_eps=0.04,
         ),
-        updates=dqn_updates(50_000, 1_000, 256, 128),
+        updates=off_policy_updates(50_000, 1_000, 256, 128),
         sb3_policy_kwargs=dict(net_arch=[256, 256]),
     ),
+    "ddpg_pendulum": Task(
+        "Pendulum-v1",
+        20_000,
+        "ddpg",
+        PENDULUM_OURS,
+        "stable_baselines3:DDPG",
+        PENDULUM_ZOO,
+        updates=off_policy_updates(20_000, 10_000, 200, 200),
+        sb3_policy_kwargs=dict(net_arch=[400, 300]),
+    ),
+    "td3_pendulum": Task(
+        "Pendulum-v1",
+        20_000,
+        "td3",
+        PENDULUM_OURS,
+        "stable_baselines3:TD3",
+        PENDULUM_ZOO,
+        updates=off_policy_updates(20_000, 10_000, 200, 200),
+        sb3_policy_kwargs=dict(net_arch=[400, 300]),
+    ),
 }
+"""Gaussian exploration noise: SB3 adds it to actions scaled to [-1, 1], ours is in units of the half-range: the
+zoo's 0.1 is the same width on both sides. SB3's defaults not listed (A2C's RMSprop, PPO's clipping of the value
+function off, TD3's target noise 0.2 clipped at 0.5) equal ours."""
 
 
-def run_ours(task: Task, seed: int) -> tuple[float, float]:
-    """(training seconds, mean greedy return) of our agent."""
+def clock() -> np.ndarray:
+    """(wall seconds, CPU seconds of this process): rates are reported on both; the ratio uses CPU time, which other
+    work on a shared machine disturbs far less than wall time."""
+    return np.array([time.perf_counter(), time.process_time()])
+
+
+def run_ours(task: Task, seed: int) -> tuple[np.ndarray, float]:
+    """((wall, CPU) training seconds, mean greedy return) of our agent."""
     import envs  # noqa: F401
     from agents.registry import get_agent
     from rl.config import build_config, config_dict
     from rl.run import Run, RunSpec
 
     entry = get_agent(task.agent)
-    cfg = build_config(entry.config, task.ours, task.agent)
+    cfg = build_config(entry.config, dict(task.ours), task.agent)
     with tempfile.TemporaryDirectory() as runs_dir:
         spec = RunSpec(task.agent, task.env_id, {}, seed, total_steps=task.total_steps, runs_dir=runs_dir,
                        eval_episodes=EVAL_EPISODES, quiet=True)  # fmt: skip
@@ -84,41 +209,57 @@ def run_ours(task: Task, seed: int) -> tuple[float, float]:
             evaluate, eval_seconds = run.evaluate, []
 
             def timed_evaluate(*args: Any, **kwargs: Any) -> Any:
-                start = time.perf_counter()
+                start = clock()
                 returns = evaluate(*args, **kwargs)
-                eval_seconds.append(time.perf_counter() - start)
+                eval_seconds.append(clock() - start)
                 return returns
 
             run.evaluate = timed_evaluate
-            start = time.perf_counter()
+            start = clock()
             returns = entry.train(cfg, run)
-            seconds = time.perf_counter() - start - sum(eval_seconds)
+            seconds = clock() - start - sum(eval_seconds)
     eval_returns = returns if not hasattr(returns, "eval_returns") else returns.eval_returns
     return seconds, float(eval_returns.mean())
 
 
-def run_sb3(task: Task, seed: int) -> tuple[float, float]:
-    """(training seconds, mean greedy return) of the SB3 agent, evaluated by our evaluation code."""
+def run_sb3(task: Task, seed: int) -> tuple[np.ndarray, float]:
+    """((wall, CPU) training seconds, mean greedy return) of the SB3 agent, evaluated by our evaluation code."""
     import importlib
 
     import gymnasium as gym
+    from stable_baselines3.common.env_util import make_vec_env
 
     from rl.evaluation import evaluate_policy
 
     module, name = task.sb3_class.split(":")
     algo = getattr(importlib.import_module(module), name)
-    model = algo("MlpPolicy", gym.make(task.env_id), seed=seed, device="cpu", verbose=0,
-                 policy_kwargs=task.sb3_policy_kwargs or None, **task.sb3_kwargs)  # fmt: skip
-    start = time.perf_counter()
+    kwargs = {key: sb3_schedule(value) for key, value in task.sb3_kwargs.items()}
+    if name in ("DDPG", "TD3"):
+        from stable_baselines3.common.noise import NormalActionNoise
+
+        actions = gym.make(task.env_id).action_space.shape
+        kwargs["action_noise"] = NormalActionNoise(np.zeros(actions), task.ours["noise_std"] * np.ones(actions))
+    env = make_vec_env(task.env_id, n_envs=task.sb3_n_envs, seed=seed)
+    model = algo("MlpPolicy", env, seed=seed, device="cpu", verbose=0,
+                 policy_kwargs=task.sb3_policy_kwargs or None, **kwargs)  # fmt: skip
+    start = clock()
     model.learn(task.total_steps)
-    seconds = time.perf_counter() - start
+    seconds = clock() - start
     env = gym.make(task.env_id)
     returns = evaluate_policy(env, lambda obs: model.predict(obs, deterministic=True)[0], EVAL_EPISODES, seed + 10_000)
     return seconds, float(returns.mean())
 
 
-def one_run(side: str, task: Task, seed: int, threads: int) -> tuple[float, float]:
+def sb3_schedule(value: Any) -> Any:
+    """("linear", x) -> SB3's schedule of progress_remaining (1 at the start, 0 at the end) falling from x to 0."""
+    if isinstance(value, tuple) and value and value[0] == "linear":
+        return partial(operator.mul, value[1])
+    return value
+
+
+def one_run(side: str, task: Task, seed: int, threads: int) -> tuple[np.ndarray, float]:
     import torch
+    import torch._dynamo  # noqa: F401  (the first optimizer step imports it, ~3 s; SB3 pays that before learn())
 
     torch.set_num_threads(threads)
     return (run_ours if side == "ours" else run_sb3)(task, seed)
@@ -135,22 +276,25 @@ def main() -> None:
     tasks = {name: TASKS[name] for name in args.tasks}
     if args.total_steps:
         tasks = {name: replace(task, total_steps=args.total_steps, updates=0) for name, task in tasks.items()}
-    results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    results: dict[tuple[str, str], list[tuple[np.ndarray, float]]] = {}
     with ProcessPoolExecutor(max_workers=1, max_tasks_per_child=1) as pool:  # one run at a time, a fresh process each
         for task_name in args.tasks:
             for seed in args.seeds:
                 for side in ("ours", "sb3"):
                     seconds, mean_return = pool.submit(one_run, side, tasks[task_name], seed, args.threads).result()
-                    steps_per_s = tasks[task_name].total_steps / seconds
-                    print(f"{task_name} seed {seed} {side:4s}: {steps_per_s:8.0f} steps/s, return {mean_return:7.1f}")
+                    wall, cpu = tasks[task_name].total_steps / seconds
+                    print(f"{task_name} seed {seed} {side:4s}: {cpu:8.0f} steps per CPU second ({wall:.0f} per wall "
+                          f"second), return {mean_return:7.1f}", flush=True)  # fmt: skip
                     results.setdefault((task_name, side), []).append((seconds, mean_return))
 
+    print("\nsteps/s and upd/s per CPU second of each run's process (medians over seeds); ratio = ours / SB3")
     header = f"{'task':16s} {'ours steps/s':>12s} {'SB3 steps/s':>12s} {'ratio':>6s} {'ours upd/s':>10s} "
-    print("\n" + header + f"{'SB3 upd/s':>10s} {'ours return':>14s} {'SB3 return':>14s}")
+    print(header + f"{'SB3 upd/s':>10s} {'ours return':>14s} {'SB3 return':>14s}")
     for task_name in args.tasks:
         task = tasks[task_name]
         ours, theirs = results[(task_name, "ours")], results[(task_name, "sb3")]
-        ours_s, sb3_s = statistics.mean(s for s, _ in ours), statistics.mean(s for s, _ in theirs)
+        ours_s = statistics.median(float(s[1]) for s, _ in ours)
+        sb3_s = statistics.median(float(s[1]) for s, _ in theirs)
         updates = (f"{task.updates / ours_s:10.0f} {task.updates / sb3_s:10.0f}" if task.updates
                    else f"{'-':>10s} {'-':>10s}")  # fmt: skip
         print(
@@ -159,7 +303,7 @@ def main() -> None:
         )
 
 
-def returns_cell(runs: list[tuple[float, float]]) -> str:
+def returns_cell(runs: list[tuple[np.ndarray, float]]) -> str:
     returns = [r for _, r in runs]
     spread = statistics.stdev(returns) if len(returns) > 1 else 0.0
     return f"{statistics.mean(returns):.1f} +- {spread:.1f}"
