@@ -4,15 +4,19 @@ Each iteration every unfinished response may add at most `segment_tokens` tokens
 response that is still going when its budget runs out is stored, with its tokens, their log-probs and the iteration
 that produced each token, and continued in a later iteration from where it stopped: the prompt and the partial
 response are prefilled as one prompt, and sampling goes on. Finished responses (a stop token, the total cap
-`max_tokens`, or repetition) go to training. Segments of earlier iterations may be left out of the loss:
+`max_tokens`, or repetition) go to training. Segments before a response's last one may be left out of the loss:
 
-    loss_mask_t = mask_t and (segment_t == iteration)        (exclude_earlier_segments)
-    loss_mask_t = mask_t                                     (otherwise)
+    loss_mask_t = mask_t and (segment_t == segment of the response's last token)   (exclude_earlier_segments)
+    loss_mask_t = mask_t                                                             (otherwise)
 
 Repeat detection (the paper's "repeat detection" stops a response that loops and may penalise it): a response
 stops at the first token where its last tokens are one n-gram (n <= max_ngram) repeated at least
 max(min_repeats, ceil(min_repeat_tokens / n)) times in a row; it ends with reason "repetition", and
 `repetition_penalty` is what the trainer adds to its reward.
+
+The trainer keeps the k responses to one problem together (`RolloutGroup`): the baselines compare the k rewards,
+so a group is trained on in the iteration its last response finishes, and until then it waits in `UnfinishedGroups`
+(the paper's replay buffer), which is saved with the checkpoint as arrays and JSON.
 
 Choices and deviations:
 1. Every rollout owns a CPU `torch.Generator` (seeded from the caller's generator) and draws exactly one uniform per
@@ -21,12 +25,15 @@ Choices and deviations:
    prefilled instead of decoded step by step, which changes logits by about 1e-6).
 2. The log-probs kept for earlier segments are those of the policy that sampled them (older weights); the trainer
    should recompute them if it needs the current policy's.
-3. The paper keeps unfinished segments in a replay buffer; here they are plain records the trainer keeps in a list.
+3. "Earlier segments" are those before the segment that finished the response, not those before the current
+   iteration: a short response that finished while the rest of its group was still going keeps its tokens in the
+   loss (with the paper's rule it would be trained on not at all, a bias towards long responses).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -185,9 +192,12 @@ def split_finished(rollouts: list[PartialRollout]) -> tuple[list[PartialRollout]
     return [r for r in rollouts if r.finished], [r for r in rollouts if not r.finished]
 
 
-def segment_loss_mask(segments: Tensor, mask: Tensor, iteration: int, exclude_earlier_segments: bool) -> Tensor:
-    """(B, L) bool: the generated tokens the loss counts (only this iteration's when excluding earlier segments)."""
-    return mask & (segments == iteration) if exclude_earlier_segments else mask.clone()
+def segment_loss_mask(segments: Tensor, mask: Tensor, exclude_earlier_segments: bool) -> Tensor:
+    """(B, L) bool: the generated tokens the loss counts (only each row's last segment when excluding earlier ones)."""
+    if not exclude_earlier_segments:
+        return mask.clone()
+    last = torch.where(mask, segments, -1).max(dim=1, keepdim=True).values  # (B, 1) segment of the last token
+    return mask & (segments == last)
 
 
 def repetition_penalties(rollouts: list[PartialRollout], cfg: PartialRolloutConfig) -> list[float]:
@@ -195,7 +205,7 @@ def repetition_penalties(rollouts: list[PartialRollout], cfg: PartialRolloutConf
     return [cfg.repetition_penalty if r.finish_reason == "repetition" else 0.0 for r in rollouts]
 
 
-def rollout_batch(rollouts: list[PartialRollout], iteration: int, cfg: PartialRolloutConfig, pad_token_id: int = 0,
+def rollout_batch(rollouts: list[PartialRollout], cfg: PartialRolloutConfig, pad_token_id: int = 0,
                   device: torch.device | str = "cpu") -> RolloutBatch:  # fmt: skip
     """The rollouts (finished ones, usually) as left-padded prompts and right-padded completions."""
     if not rollouts or min(len(r.token_ids) for r in rollouts) < 1:
@@ -211,8 +221,73 @@ def rollout_batch(rollouts: list[PartialRollout], iteration: int, cfg: PartialRo
         token_ids[row, :n], mask[row, :n], segments[row, :n] = torch.tensor(r.token_ids), True, torch.tensor(r.segments)
         log_probs[row, :n], policy_log_probs[row, :n] = torch.tensor(r.log_probs), torch.tensor(r.policy_log_probs)
     reasons = [r.finish_reason or "length" for r in rollouts]  # "repetition" passes through as a third reason
-    loss_mask = segment_loss_mask(segments, mask, iteration, cfg.exclude_earlier_segments)
+    loss_mask = segment_loss_mask(segments, mask, cfg.exclude_earlier_segments)
     tensors = (t.to(device) for t in (token_ids, mask, log_probs, policy_log_probs))
     return RolloutBatch(
         prompt_ids, prompt_mask, Completions(*tensors, reasons), segments.to(device), loss_mask.to(device)
     )
+
+
+@dataclass
+class RolloutGroup:
+    """The k responses to one problem of the training pool; trained on once every one of them has finished."""
+
+    index: int
+    """The problem's index in the trainer's pool (for its sampler's success rates)."""
+    rollouts: list[PartialRollout]
+    """(G,) the responses."""
+
+    @property
+    def finished(self) -> bool:
+        return all(r.finished for r in self.rollouts)
+
+
+def rollout_state(rollout: PartialRollout) -> dict[str, Any]:
+    """A rollout as tensors and JSON values (for `rl.checkpoint.flatten_state`); nothing is pickled."""
+    return {
+        "prompt_ids": torch.tensor(rollout.prompt_ids, dtype=torch.long),
+        "generator": rollout.generator.get_state(),
+        "problem": None if rollout.problem is None else asdict(rollout.problem),
+        "token_ids": torch.tensor(rollout.token_ids, dtype=torch.long),
+        "log_probs": torch.tensor(rollout.log_probs, dtype=torch.float32),
+        "policy_log_probs": torch.tensor(rollout.policy_log_probs, dtype=torch.float32),
+        "segments": torch.tensor(rollout.segments, dtype=torch.long),
+        "finish_reason": rollout.finish_reason,
+    }
+
+
+def rollout_from_state(state: dict[str, Any]) -> PartialRollout:
+    """The inverse of `rollout_state`."""
+    generator = torch.Generator()
+    generator.set_state(state["generator"])
+    problem = None if state["problem"] is None else Problem(**state["problem"])
+    return PartialRollout(
+        state["prompt_ids"].tolist(), generator, problem, state["token_ids"].tolist(), state["log_probs"].tolist(),
+        state["policy_log_probs"].tolist(), state["segments"].tolist(), state["finish_reason"],
+    )  # fmt: skip
+
+
+class UnfinishedGroups:
+    """The groups still being generated (Kimi's replay buffer of unfinished rollouts), checkpointable."""
+
+    def __init__(self) -> None:
+        self.groups: list[RolloutGroup] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"groups": [{"index": g.index, "rollouts": [rollout_state(r) for r in g.rollouts]} for g in self.groups]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.groups = [
+            RolloutGroup(int(g["index"]), [rollout_from_state(r) for r in g["rollouts"]]) for g in state["groups"]
+        ]
+
+
+def advance_groups(model: Transformer, unfinished: UnfinishedGroups, new_groups: list[RolloutGroup],
+                   sampling: SamplingConfig, cfg: PartialRolloutConfig, iteration: int,
+                   pad_token_id: int = 0) -> list[RolloutGroup]:  # fmt: skip
+    """One segment for every unfinished response of the waiting and the new groups; returns the groups that have
+    finished (waiting ones first) and keeps the rest waiting in `unfinished`."""
+    groups = unfinished.groups + new_groups
+    continue_rollouts(model, [r for g in groups for r in g.rollouts], sampling, cfg, iteration, pad_token_id)
+    unfinished.groups = [g for g in groups if not g.finished]
+    return [g for g in groups if g.finished]

@@ -13,7 +13,10 @@ REINFORCE with the mean-reward baseline; away from theta_i the squared term pull
 network. Kimi k1.5 resets the optimiser at the start of every iteration (`reset_optimizer`, off by default here).
 Length penalty (section 2.3.3): after `length_penalty_warmup` iterations, `length_penalty_weight` times
 `llm_rl.rewards.kimi_length_reward` of each group is added to the reward. Problem sampling (section 2.3.4):
-`llm_rl.sampling_strategies` (uniform, curriculum, prioritized).
+`llm_rl.sampling_strategies` (uniform, curriculum, prioritized). Partial rollouts (section 2.6.2, `partial_rollouts`):
+each iteration a response grows by at most `segment_tokens`; unfinished ones wait and go on in the next iteration, a
+group of k is trained on once all k have finished, looping responses are stopped and get `repetition_penalty`
+(`llm_rl.experience.collect_partial`, `llm_rl.partial_rollouts`); the waiting responses are in the checkpoint.
 
 The same loop trains two baselines; only the objective differs (`OBJECTIVES`):
     grpo  (Shao et al. 2024, section 4.1): A = (r - group mean) / group std, PPO's clipped surrogate averaged per
@@ -31,8 +34,22 @@ Deviations and choices:
 4. The optimiser is not reset by default: right after a reset Adam's first step moves every parameter by about
    the learning rate in the direction of its gradient's sign, however noisy, and on the tiny model that made the
    reward fall (level-1 addition, 4 problems: 0.55 -> 0.86 in 20 iterations without resets; falling with them).
-5. Not implemented: partial rollouts (section 2.3.5, a token budget per iteration with unfinished responses resumed
-   later) and long2short (section 2.4).
+5. Partial rollouts keep every segment in the loss by default (`exclude_earlier_segments = False`; the paper may
+   leave earlier segments out). The reward judges the whole response, so training only the last segment pushes
+   down the correct copying of a wrong earlier step ("3+4=8 ... Answer: 8") and never corrects the step itself: on
+   level-1 addition with 8-token segments excluding them took the mean reward from 0.5 to 0.0 in 15 updates, while
+   keeping them learns exactly as whole responses do (0.46 -> 0.78).
+6. With partial rollouts new problems only take the places of finished groups, so each iteration generates for
+   problems_per_iteration groups at most, and an iteration in which no group finishes makes no update.
+7. The default learning rate is 2e-5, not 1e-4. From the default `rl llm sft` warm-up (held-out greedy accuracy
+   0.657 on `rl llm eval`'s 300 problems; pass@8 at temperature 1 is 0.75, about the most that sharpening the
+   sampled policy could reach) no 60-iteration run at 1e-4 raised it: 0.597 with the other defaults,
+   0.653 with 1 update per iteration, 0.623 on levels 4-6 only, 0.563 at temperature 0.5, 0.573 at 1.5. One
+   iteration fits its 16 problems (at 3e-4 their sample accuracy rose 0.16 -> 0.26) but does not carry over to
+   held-out ones, and easy levels drift (level 1: 1.00 -> 0.88). At 2e-5 (0.667 after 60 iterations) and 3e-5
+   (0.657 after 150) held-out accuracy stays where it was: the default no longer harms, but does not gain either.
+8. Not implemented: long2short RL as part of this loop (section 2.4; `llm_rl.long2short` has merging, shortest
+   rejection sampling and the capped length reward).
 """
 
 from __future__ import annotations
@@ -50,10 +67,11 @@ from torch import Tensor
 
 from llm_rl.data import load_problems
 from llm_rl.evaluate import TextCodec, evaluate, held_out_problems, text_codec
+from llm_rl.experience import Check, Experience, collect, collect_partial, start_groups
 from llm_rl.hf_io import load_pretrained, save_pretrained
 from llm_rl.model import Transformer
-from llm_rl.rewards import kimi_length_reward
-from llm_rl.sampling import SamplingConfig, generate, left_pad, sequence_log_probs
+from llm_rl.partial_rollouts import PartialRolloutConfig, UnfinishedGroups
+from llm_rl.sampling import SamplingConfig, sequence_log_probs
 from llm_rl.sampling_strategies import SAMPLERS, ProblemSampler, make_sampler
 from llm_rl.sft import MODEL_DIR, stop_signals
 from llm_rl.tasks import Problem, Task, get_task
@@ -80,8 +98,8 @@ class RLConfig:
     """Responses sampled per problem (k, the group size G); at least 2."""
     updates_per_iteration: int = 4
     """Gradient steps on each iteration's responses (full batch)."""
-    learning_rate: float = 1e-4
-    """Adam step size."""
+    learning_rate: float = 2e-5
+    """Adam step size (deviation 7: larger steps lowered held-out accuracy)."""
     adam_betas: tuple[float, float] = (0.9, 0.99)
     """Adam's moment decay rates."""
     reset_optimizer: bool = False
@@ -126,6 +144,20 @@ class RLConfig:
     """Sampled completions written to TensorBoard as text every `log_every` iterations."""
     checkpoint_every: int = 20
     """Iterations between checkpoints (and one at the end or on a stop signal); 0 saves only at the end."""
+    partial_rollouts: bool = False
+    """Generate responses over several iterations, at most segment_tokens tokens per iteration (section 2.6.2)."""
+    segment_tokens: int = 64
+    """Partial rollouts: tokens a response may add per iteration; max_new_tokens caps it over all iterations."""
+    exclude_earlier_segments: bool = False
+    """Partial rollouts: only the segment that finished a response counts in the loss (deviation 5)."""
+    repetition_max_ngram: int = 8
+    """Partial rollouts: longest repeating unit (tokens) the repeat detection looks for; 0 turns it off."""
+    repetition_min_repeats: int = 4
+    """Partial rollouts: a response ending in a unit repeated this many times in a row is stopped."""
+    repetition_min_tokens: int = 16
+    """Partial rollouts: ...if the repeating tail also spans at least this many tokens."""
+    repetition_penalty: float = -1.0
+    """Partial rollouts: added to the reward of a response stopped for repeating itself (0 turns it off)."""
     num_threads: int = 1
     """torch CPU threads (one suits the tiny model)."""
     device: str = "cpu"
@@ -146,6 +178,18 @@ class RLConfig:
             raise ValueError(f"log_z must be one of {sorted(LOG_PARTITION)}, not {self.log_z!r}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, not {self.sampler!r}")
+        if self.segment_tokens < 1 or self.repetition_max_ngram < 0 or self.repetition_min_tokens < 0:
+            raise ValueError("segment_tokens must be >= 1, repetition_max_ngram and repetition_min_tokens >= 0")
+        if self.repetition_min_repeats < 2:
+            raise ValueError("repetition_min_repeats must be >= 2")
+
+    @property
+    def partial_rollout_config(self) -> PartialRolloutConfig:
+        """The partial-rollout fields as `llm_rl.partial_rollouts.PartialRolloutConfig`."""
+        return PartialRolloutConfig(
+            self.segment_tokens, self.max_new_tokens, self.exclude_earlier_segments, self.repetition_max_ngram,
+            self.repetition_min_repeats, self.repetition_min_tokens, self.repetition_penalty,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -166,21 +210,6 @@ class RLSpec:
     """Parent of the run directory."""
     quiet: bool = False
     """No progress lines."""
-
-
-@dataclass(frozen=True)
-class Experience:
-    """One iteration's sampled responses and what the objectives need; rows are problem-major (B = P * G)."""
-
-    input_ids: Tensor  # (B, L) left-padded prompt, then the response right-padded
-    attention_mask: Tensor  # (B, L) bool, real tokens
-    completion_mask: Tensor  # (B, L) bool, response tokens (the stop token included)
-    rewards: Tensor  # (P, G) float, correctness plus the weighted length reward
-    correct: Tensor  # (P, G) bool
-    old_log_probs: Tensor  # (B, L) log pi_theta_i at the response tokens, 0 elsewhere
-    ref_log_probs: Tensor | None  # (B, L) log pi of the initial model (GRPO's KL), or None
-    texts: list[str]  # (B,) decoded responses
-    length_rewards: Tensor  # (P, G) Kimi's length reward before weighting
 
 
 def mean_reward_log_partition(rewards: Tensor, tau: float) -> Tensor:
@@ -227,40 +256,6 @@ Objective = Callable[[Tensor, Experience, RLConfig], Tensor]
 OBJECTIVES: dict[str, Objective] = {"kimi": kimi_objective, "grpo": grpo_objective, "rloo": rloo_objective}
 
 
-def shaped_rewards(correct: Tensor, lengths: Tensor, weight: float) -> tuple[Tensor, Tensor]:
-    """(correctness + weight * Kimi length reward, the length reward) from (P, G) correct flags and lengths."""
-    length_rewards = torch.tensor(
-        [kimi_length_reward(row_lengths, row_correct) for row_lengths, row_correct in
-         zip(lengths.tolist(), correct.tolist(), strict=True)], dtype=torch.float32,
-    )  # fmt: skip
-    return correct.float() + weight * length_rewards, length_rewards
-
-
-@torch.no_grad()
-def collect(model: Transformer, reference: Transformer | None, problems: list[Problem], codec: TextCodec,
-            check: Callable[[Problem, str], bool], cfg: RLConfig, length_weight: float,
-            generator: torch.Generator) -> Experience:  # fmt: skip
-    """Samples k responses per problem from the current policy, scores them, and records pi_theta_i's log-probs."""
-    rows = [problem for problem in problems for _ in range(cfg.samples_per_problem)]  # (B,) problem-major
-    prompt_ids, prompt_mask = left_pad([codec.prompt_ids(p) for p in rows], codec.pad_id, model.device)
-    sampling = SamplingConfig(cfg.max_new_tokens, cfg.temperature, stop_token_ids=codec.stop_ids)
-    out = generate(model, prompt_ids, prompt_mask, sampling, generator, codec.pad_id)
-    texts = [codec.decode([t for t, m in zip(ids, mask, strict=True) if m])
-             for ids, mask in zip(out.token_ids.tolist(), out.mask.tolist(), strict=True)]  # fmt: skip
-    shape = (len(problems), cfg.samples_per_problem)
-    correct = torch.tensor([check(p, text) for p, text in zip(rows, texts, strict=True)]).reshape(shape)  # (P, G)
-    rewards, length_rewards = shaped_rewards(correct, out.mask.sum(1).reshape(shape), length_weight)
-    input_ids = torch.cat([prompt_ids, out.token_ids], dim=1)  # (B, L)
-    attention_mask = torch.cat([prompt_mask, out.mask], dim=1)
-    completion_mask = torch.cat([torch.zeros_like(prompt_mask), out.mask], dim=1)
-    old_log_probs = sequence_log_probs(model, input_ids, attention_mask, completion_mask)
-    ref_log_probs = None
-    if reference is not None:
-        ref_log_probs = sequence_log_probs(reference, input_ids, attention_mask, completion_mask)
-    return Experience(input_ids, attention_mask, completion_mask, rewards.to(model.device), correct, old_log_probs,
-                      ref_log_probs, texts, length_rewards)  # fmt: skip
-
-
 @dataclass
 class UpdateStats:
     """What the gradient steps of one iteration measured."""
@@ -297,9 +292,11 @@ class RLResult:
     model: Transformer
     iterations: int
     mean_rewards: list[float] = field(default_factory=list)
-    """Mean correctness of the sampled responses, per iteration."""
+    """Mean correctness of the trained responses, per iteration that trained (with partial rollouts not every one)."""
     evals: list[tuple[int, float]] = field(default_factory=list)
     """(iteration, held-out greedy accuracy)."""
+    unfinished: UnfinishedGroups = field(default_factory=UnfinishedGroups)
+    """Partial rollouts: the groups still being generated when the run ended (they are in the checkpoint)."""
     stopped: bool = False
 
 
@@ -315,33 +312,33 @@ def problem_pool(task: Task, spec: RLSpec, cfg: RLConfig) -> list[Problem]:
     return [task.sample(rng, levels[i % len(levels)], "train") for i in range(cfg.pool_size)]
 
 
-def save_state(run_dir: Path, model: Transformer, tokenizer: Tokenizer, spec: RLSpec, optimizer: torch.optim.Optimizer,
-               sampler: ProblemSampler, iteration: int, rng: np.random.Generator,
-               generator: torch.Generator) -> None:  # fmt: skip
-    """Weights as a Hugging Face directory; optimiser, sampler, iteration and generators in checkpoint.safetensors."""
-    save_pretrained(model, tokenizer, run_dir / MODEL_DIR, source=spec.init)
-    arrays = {"torch_rng": torch.get_rng_state().numpy(), "sampling_rng": generator.get_state().numpy()}
+def save_state(run_dir: Path, learner: Learner, tokenizer: Tokenizer, spec: RLSpec, iteration: int) -> None:
+    """Weights as a Hugging Face directory; optimiser, sampler, unfinished partial rollouts, iteration and generators
+    in checkpoint.safetensors."""
+    save_pretrained(learner.model, tokenizer, run_dir / MODEL_DIR, source=spec.init)
+    arrays = {"torch_rng": torch.get_rng_state().numpy(), "sampling_rng": learner.generator.get_state().numpy()}
     meta = {
         "iteration": iteration,
-        "rng": generator_state(rng),
-        "optimizer": flatten_state(optimizer.state_dict(), "opt", arrays),
-        "sampler": flatten_state(sampler.state_dict(), "sampler", arrays),
+        "rng": generator_state(learner.rng),
+        "optimizer": flatten_state(learner.optimizer.state_dict(), "opt", arrays),
+        "sampler": flatten_state(learner.sampler.state_dict(), "sampler", arrays),
+        "unfinished": flatten_state(learner.unfinished.state_dict(), "unfinished", arrays),
     }
     save_checkpoint(run_dir, arrays, meta)
 
 
-def restore_state(run_dir: Path, optimizer: torch.optim.Optimizer, sampler: ProblemSampler,
-                  rng: np.random.Generator, generator: torch.Generator) -> int:  # fmt: skip
-    """Loads what `save_state` wrote; returns the iteration it was taken after."""
+def restore_state(run_dir: Path, learner: Learner) -> int:
+    """Loads what `save_state` wrote into the learner; returns the iteration it was taken after."""
     arrays, meta = load_checkpoint(run_dir)
     try:
-        optimizer.load_state_dict(unflatten_state(meta["optimizer"], arrays))
-        sampler.load_state_dict(unflatten_state(meta["sampler"], arrays))
-    except (KeyError, ValueError, RuntimeError) as error:
+        learner.optimizer.load_state_dict(unflatten_state(meta["optimizer"], arrays))
+        learner.sampler.load_state_dict(unflatten_state(meta["sampler"], arrays))
+        learner.unfinished.load_state_dict(unflatten_state(meta["unfinished"], arrays))
+    except (KeyError, ValueError, RuntimeError, TypeError) as error:
         raise UserError(f"the checkpoint in {run_dir} does not fit this run ({error}); start a new run.") from None
-    restore_generator(rng, meta["rng"])
+    restore_generator(learner.rng, meta["rng"])
     torch.set_rng_state(torch.from_numpy(arrays["torch_rng"]))
-    generator.set_state(torch.from_numpy(arrays["sampling_rng"]))
+    learner.generator.set_state(torch.from_numpy(arrays["sampling_rng"]))
     return int(meta["iteration"])
 
 
@@ -364,19 +361,64 @@ def load_policy(spec: RLSpec, resume: Path | None, device: str) -> tuple[Transfo
 def log_iteration(logger: RunLogger, exp: Experience, stats: UpdateStats, length_weight: float, seconds: float,
                   iteration: int, cfg: RLConfig) -> None:  # fmt: skip
     """The fixed tags of one iteration, and some sampled responses as text every `log_every` iterations."""
-    lengths = exp.completion_mask.sum(1).float()  # (B,)
+    lengths = exp.lengths.float()  # (B,)
     logger.scalar("reward/mean", exp.rewards.mean().item(), iteration)
     logger.scalar("reward/accuracy", exp.correct.float().mean().item(), iteration)
     logger.scalar("reward/length_penalty", length_weight * exp.length_rewards.mean().item(), iteration)
     logger.scalar("completions/mean_length", lengths.mean().item(), iteration)
     logger.scalar("completions/clipped_ratio", (lengths >= cfg.max_new_tokens).float().mean().item(), iteration)
+    repeated = sum(reason == "repetition" for reason in exp.finish_reasons) / len(exp.finish_reasons)
+    logger.scalar("completions/repetition_ratio", repeated, iteration)
     logger.scalar("losses/policy_loss", stats.loss, iteration)
     logger.scalar("charts/log_ratio", stats.log_ratio, iteration)
     logger.scalar("charts/entropy", token_mean(-exp.old_log_probs, exp.completion_mask).item(), iteration)
-    logger.scalar("perf/tokens_per_s", lengths.sum().item() / max(seconds, 1e-9), iteration)
+    logger.scalar("perf/tokens_per_s", exp.generated_tokens / max(seconds, 1e-9), iteration)
     if cfg.sample_texts and iteration % cfg.log_every == 0:
         shown = "\n\n".join(f"    {text}".replace("\n", "\n    ") for text in exp.texts[: cfg.sample_texts])
         logger.writer.add_text("completions", shown, iteration)
+
+
+@dataclass
+class Learner:
+    """What a run changes as it goes; all of it is in the checkpoint."""
+
+    model: Transformer
+    optimizer: torch.optim.Optimizer
+    sampler: ProblemSampler
+    unfinished: UnfinishedGroups
+    """Partial rollouts: the groups still being generated (empty without partial rollouts)."""
+    rng: np.random.Generator
+    """Draws the problems."""
+    generator: torch.Generator
+    """Draws the responses' tokens (or seeds each partial rollout's own generator)."""
+
+
+def gather(learner: Learner, reference: Transformer | None, pool: list[Problem], codec: TextCodec, check: Check,
+           cfg: RLConfig, length_weight: float, iteration: int) -> tuple[Experience | None, np.ndarray]:  # fmt: skip
+    """This iteration's experience and its problems' pool indices: k responses to each of problems_per_iteration
+    sampled problems; with partial rollouts, the groups that finished (new problems take the free places)."""
+    learner.model.eval()
+    sampling = SamplingConfig(cfg.max_new_tokens, cfg.temperature, stop_token_ids=codec.stop_ids)
+    k = cfg.samples_per_problem
+    if not cfg.partial_rollouts:
+        indices = learner.sampler.sample(cfg.problems_per_iteration, learner.rng)
+        problems = [pool[i] for i in indices]
+        exp = collect(learner.model, reference, problems, codec, check, k, sampling, length_weight, learner.generator)
+        return exp, indices
+    free = max(cfg.problems_per_iteration - len(learner.unfinished.groups), 0)
+    groups = start_groups(learner.sampler.sample(free, learner.rng), pool, codec, k, learner.generator)
+    exp, finished = collect_partial(learner.model, reference, learner.unfinished, groups, codec, check, sampling,
+                                    cfg.partial_rollout_config, length_weight, iteration)  # fmt: skip
+    return exp, np.array(finished, dtype=np.int64)
+
+
+def progress_line(iteration: int, result: RLResult, stats: UpdateStats | None, window: int, evaluated: bool) -> str:
+    """`iteration 20 | accuracy 0.613 | loss 0.0625 | log ratio -0.112 | eval accuracy 0.562`."""
+    recent = result.mean_rewards[-window:]
+    line = f"iteration {iteration} | accuracy {sum(recent) / max(len(recent), 1):.3f}"
+    if stats is not None:
+        line += f" | loss {stats.loss:.4f} | log ratio {stats.log_ratio:.3f}"
+    return line + (f" | eval accuracy {result.evals[-1][1]:.3f}" if evaluated else "")
 
 
 def train(cfg: RLConfig, spec: RLSpec, resume: Path | None = None) -> RLResult:
@@ -389,39 +431,39 @@ def train(cfg: RLConfig, spec: RLSpec, resume: Path | None = None) -> RLResult:
     eval_levels = tuple(lv for lv in task.held_out_levels if not cfg.levels or lv in cfg.levels)
     eval_set = held_out_problems(task, cfg.eval_problems * len(eval_levels), spec.seed + 1, eval_levels)
     rng = seed_everything(spec.seed)
-    generator = torch.Generator().manual_seed(spec.seed)
     model, tokenizer = load_policy(spec, resume, cfg.device)
     reference = None
     if spec.algo == "grpo" and cfg.kl_coef > 0:
         reference = load_policy(spec, None, cfg.device)[0].eval().requires_grad_(False)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, betas=cfg.adam_betas)
     sampler = make_sampler(cfg.sampler, [p.level for p in pool], cfg.success_decay, cfg.priority_floor, cfg.advance_at)
+    learner = Learner(model, optimizer, sampler, UnfinishedGroups(), rng, torch.Generator().manual_seed(spec.seed))
     run_dir = Path(resume) if resume is not None else new_run_dir(spec.runs_dir, spec.task, spec.algo, spec.seed)
-    iteration = 0 if resume is None else restore_state(run_dir, optimizer, sampler, rng, generator)
+    iteration = 0 if resume is None else restore_state(run_dir, learner)
     codec, objective = text_codec(model, tokenizer), OBJECTIVES[spec.algo]
     logger = RunLogger(run_dir, run_config(cfg, spec), cfg.iterations, iteration, print_every=2**62, quiet=spec.quiet)
     logger.line(f"{spec.algo} on {spec.task}: {len(pool)} training problems, sampler {cfg.sampler} -> {run_dir}")
-    result = RLResult(run_dir, model, iteration)
+    result = RLResult(run_dir, model, iteration, unfinished=learner.unfinished)
     if eval_set and resume is None:
         result.evals.append((0, evaluate_and_log(model, tokenizer, task, eval_set, cfg, logger, 0)))
     with stop_signals() as stop:
         while iteration < cfg.iterations and not stop.is_set():
             started = time.perf_counter()
-            indices = sampler.sample(cfg.problems_per_iteration, rng)
             length_weight = cfg.length_penalty_weight if iteration >= cfg.length_penalty_warmup else 0.0
-            model.eval()
-            exp = collect(model, reference, [pool[i] for i in indices], codec, task.check, cfg, length_weight,
-                          generator)  # fmt: skip
+            exp, indices = gather(learner, reference, pool, codec, task.check, cfg, length_weight, iteration)
             model.train()
-            sampler.update(indices, exp.correct.float().mean(1).numpy())
-            if cfg.reset_optimizer:
-                optimizer.state.clear()
-            stats = update(model, optimizer, exp, objective, cfg)
+            stats = None
+            if exp is not None:  # None: partial rollouts where no group finished this iteration
+                sampler.update(indices, exp.correct.float().mean(1).numpy())
+                if cfg.reset_optimizer:
+                    optimizer.state.clear()
+                stats = update(model, optimizer, exp, objective, cfg)
+                result.mean_rewards.append(exp.correct.float().mean().item())
+                log_iteration(logger, exp, stats, length_weight, time.perf_counter() - started, iteration + 1, cfg)
             iteration += 1
-            result.mean_rewards.append(exp.correct.float().mean().item())
-            log_iteration(logger, exp, stats, length_weight, time.perf_counter() - started, iteration, cfg)
+            logger.scalar("completions/unfinished_groups", len(learner.unfinished.groups), iteration)
             logger.progress(iteration)
-            evaluated = eval_set and (
+            evaluated = bool(eval_set) and (
                 (cfg.eval_every and iteration % cfg.eval_every == 0) or iteration == cfg.iterations
             )
             if evaluated:
@@ -429,13 +471,10 @@ def train(cfg: RLConfig, spec: RLSpec, resume: Path | None = None) -> RLResult:
                     (iteration, evaluate_and_log(model, tokenizer, task, eval_set, cfg, logger, iteration))
                 )
             if iteration % cfg.log_every == 0 or iteration == cfg.iterations:
-                recent = result.mean_rewards[-cfg.log_every :]
-                line = f"iteration {iteration} | accuracy {sum(recent) / len(recent):.3f} | loss {stats.loss:.4f}"
-                line += f" | log ratio {stats.log_ratio:.3f}"
-                logger.line(line + (f" | eval accuracy {result.evals[-1][1]:.3f}" if evaluated else ""))
+                logger.line(progress_line(iteration, result, stats, cfg.log_every, evaluated))
             if cfg.checkpoint_every and iteration % cfg.checkpoint_every == 0 and iteration < cfg.iterations:
-                save_state(run_dir, model, tokenizer, spec, optimizer, sampler, iteration, rng, generator)
-        save_state(run_dir, model, tokenizer, spec, optimizer, sampler, iteration, rng, generator)
+                save_state(run_dir, learner, tokenizer, spec, iteration)
+        save_state(run_dir, learner, tokenizer, spec, iteration)
     logger.close()
     result.iterations, result.stopped = iteration, iteration < cfg.iterations
     return result

@@ -11,6 +11,9 @@ from llm_rl.model import ModelConfig, Transformer
 from llm_rl.partial_rollouts import (
     PartialRollout,
     PartialRolloutConfig,
+    RolloutGroup,
+    UnfinishedGroups,
+    advance_groups,
     continue_rollouts,
     extend,
     first_repetition,
@@ -22,6 +25,8 @@ from llm_rl.partial_rollouts import (
     split_finished,
 )
 from llm_rl.sampling import Completions, SamplingConfig, generate, left_pad
+from llm_rl.tasks import Problem
+from rl.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 
 VOCAB = 40
 PROMPTS = [[5, 9, 11, 3, 7, 21, 8], [30, 2], [14, 4, 4, 19], [1, 2, 3]]
@@ -141,18 +146,52 @@ def test_first_repetition_cuts_where_the_loop_completes_and_marks_a_penalty():
 
 
 def test_segment_loss_mask_and_rollout_batch():
-    segments = torch.tensor([[0, 0, 1, 1, -1], [1, 1, 1, -1, -1]])
+    # row 0 finished in iteration 2 after segments 0, 1, 2; row 1 finished in iteration 1 (then waited for its group)
+    segments = torch.tensor([[0, 0, 1, 2, 2], [0, 1, 1, -1, -1], [2, -1, -1, -1, -1]])
     mask = segments >= 0
-    expected = torch.tensor([[False, False, True, True, False], [True, True, True, False, False]])
-    assert torch.equal(segment_loss_mask(segments, mask, 1, True), expected)
-    assert torch.equal(segment_loss_mask(segments, mask, 1, False), mask)
+    expected = torch.tensor(
+        [[False, False, False, True, True], [False, True, True, False, False], [True, False, False, False, False]]
+    )
+    assert torch.equal(segment_loss_mask(segments, mask, True), expected)
+    assert torch.equal(segment_loss_mask(segments, mask, False), mask)
     a = PartialRollout([1, 2, 3], torch.Generator(), None, [4, 5, 6, 7], [-0.1, -0.2, -0.3, -0.4], [-1.0] * 4,
                        [0, 0, 1, 1], "stop")  # fmt: skip
     b = PartialRollout([8], torch.Generator(), None, [9, 10], [-0.5, -0.6], [-2.0] * 2, [1, 1], "repetition")
-    batch = rollout_batch([a, b], 1, PartialRolloutConfig(exclude_earlier_segments=True), pad_token_id=0)
+    batch = rollout_batch([a, b], PartialRolloutConfig(exclude_earlier_segments=True), pad_token_id=0)
     assert batch.prompt_ids.tolist() == [[1, 2, 3], [0, 0, 8]]
     assert batch.completions.token_ids.tolist() == [[4, 5, 6, 7], [9, 10, 0, 0]]
     assert batch.segments.tolist() == [[0, 0, 1, 1], [1, 1, -1, -1]]
     assert batch.loss_mask.tolist() == [[False, False, True, True], [True, True, False, False]]
     torch.testing.assert_close(batch.completions.log_probs[1], torch.tensor([-0.5, -0.6, 0.0, 0.0]))
     assert batch.completions.finish_reasons == ["stop", "repetition"]
+
+
+def test_unfinished_groups_round_trip_through_a_checkpoint_and_continue_the_same(tmp_path):
+    model = tiny_model()
+    sampling = SamplingConfig(temperature=1.0, stop_token_ids=(STOP,))
+    cfg = PartialRolloutConfig(segment_tokens=3, max_tokens=14, max_ngram=0)
+    problem = Problem("Q: 1+2=", "3", "1+2=3 c0\nAnswer: 3", 1, "addition", "addition-1-x")
+    rollouts = new_rollouts(PROMPTS, torch.Generator().manual_seed(5), [problem, None, problem, None])
+    unfinished = UnfinishedGroups()
+    finished = advance_groups(model, unfinished, [RolloutGroup(7, rollouts[:2]), RolloutGroup(3, rollouts[2:])],
+                              sampling, cfg, iteration=0)  # fmt: skip
+    assert not finished and len(unfinished.groups) == 2
+    arrays: dict = {}
+    save_checkpoint(tmp_path, arrays, {"unfinished": flatten_state(unfinished.state_dict(), "unfinished", arrays)})
+    loaded_arrays, meta = load_checkpoint(tmp_path)
+    restored = UnfinishedGroups()
+    restored.load_state_dict(unflatten_state(meta["unfinished"], loaded_arrays))
+    for saved, loaded in zip(unfinished.groups, restored.groups, strict=True):
+        assert saved.index == loaded.index
+        for one, other in zip(saved.rollouts, loaded.rollouts, strict=True):
+            assert one.prompt_ids == other.prompt_ids and one.token_ids == other.token_ids
+            assert one.log_probs == other.log_probs and one.policy_log_probs == other.policy_log_probs
+            assert one.segments == other.segments and one.finish_reason == other.finish_reason
+            assert one.problem == other.problem
+            assert torch.equal(one.generator.get_state(), other.generator.get_state())
+    originals, copies = ([r for g in groups.groups for r in g.rollouts] for groups in (unfinished, restored))
+    for iteration in range(1, 5):  # the restored groups go on exactly as the originals do
+        advance_groups(model, unfinished, [], sampling, cfg, iteration)
+        advance_groups(model, restored, [], sampling, cfg, iteration)
+    assert [r.token_ids for r in originals] == [r.token_ids for r in copies]
+    assert max(len(r.token_ids) for r in copies) > 3  # they did go on

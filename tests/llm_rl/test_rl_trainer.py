@@ -1,7 +1,8 @@
 """RL fine-tuning: the Kimi surrogate's gradient against REINFORCE and the paper's eq. 3 expression on a toy policy,
 GRPO and RLOO advantages by hand through their objectives, the tau log Z estimators, prioritized sampling
 frequencies, the curriculum's advance, a seeded run on the easiest addition level that raises the mean reward, and a
-resumed run that continues exactly like an uninterrupted one."""
+resumed run that continues exactly like an uninterrupted one; with partial rollouts, the same learning threshold,
+a resume that keeps the unfinished responses, and a loss mask that keeps only the segment finishing each response."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from llm_rl.evaluate import text_codec
+from llm_rl.experience import Experience, collect_partial, start_groups
+from llm_rl.hf_io import load_pretrained
+from llm_rl.partial_rollouts import PartialRolloutConfig, UnfinishedGroups
 from llm_rl.rl_trainer import (
-    Experience,
     RLConfig,
     RLSpec,
     grpo_objective,
@@ -22,9 +26,12 @@ from llm_rl.rl_trainer import (
     soft_log_partition,
     train,
 )
+from llm_rl.sampling import SamplingConfig
 from llm_rl.sampling_strategies import CurriculumSampler, PrioritizedSampler, SuccessRates, make_sampler
 from llm_rl.sft import SFTConfig, SFTSpec
 from llm_rl.sft import train as sft_train
+from llm_rl.tasks import get_task
+from rl.checkpoint import load_checkpoint, unflatten_state
 
 TOKENS = torch.tensor([[0, 2, 1], [1, 1, 0], [2, 0, 0], [0, 0, 2], [1, 2, 2], [2, 2, 1]])  # (B, L), B = P * G = 2 * 3
 MASK = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 1, 1], [1, 1, 0]], dtype=torch.bool)
@@ -42,7 +49,9 @@ def toy_log_probs(theta: torch.Tensor) -> torch.Tensor:
 
 def toy_experience(rewards: torch.Tensor, old_log_probs: torch.Tensor) -> Experience:
     zeros = torch.zeros_like(rewards)
-    return Experience(TOKENS, MASK, MASK, rewards, rewards > 0, old_log_probs.detach(), None, [], zeros)
+    lengths = MASK.sum(1)
+    return Experience(TOKENS, MASK, MASK, rewards, rewards > 0, old_log_probs.detach(), None, [], zeros, lengths,
+                      ["stop"] * len(TOKENS), int(lengths.sum()))  # fmt: skip
 
 
 def gradient(loss_of_theta, theta: torch.Tensor) -> torch.Tensor:
@@ -193,6 +202,71 @@ def test_resume_continues_like_an_uninterrupted_run(warm_model: str, tmp_path):
         torch.testing.assert_close(p, q)
 
 
+PARTIAL = dict(partial_rollouts=True, segment_tokens=8, exclude_earlier_segments=False)
+"""Level-1 responses are about 20 tokens: most take three iterations of 8 tokens."""
+
+
+def test_kimi_with_partial_rollouts_raises_the_mean_reward_and_logs(warm_model: str, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = RLConfig(iterations=45, checkpoint_every=0, **LEVEL_ONE, **PARTIAL)
+    result = train(cfg, RLSpec("kimi", warm_model, "addition", seed=0, runs_dir=str(tmp_path), quiet=True))
+    assert 10 <= len(result.mean_rewards) < 45  # trained only in the iterations in which groups finished
+    first, last = np.mean(result.mean_rewards[:3]), np.mean(result.mean_rewards[-3:])  # seed 0: 0.46 -> 0.78
+    assert first < 0.7 and last > 0.75 and last > first + 0.15, (first, last)
+    events = EventAccumulator(str(result.run_dir)).Reload()
+    assert len(events.Scalars("reward/mean")) == len(result.mean_rewards)
+    unfinished = [e.value for e in events.Scalars("completions/unfinished_groups")]
+    assert len(unfinished) == 45 and max(unfinished) == 4  # all four groups waited for their next segment
+    assert "completions/repetition_ratio" in events.Tags()["scalars"]
+
+
+def test_resume_keeps_the_unfinished_partial_rollouts(warm_model: str, tmp_path):
+    spec = RLSpec("kimi", warm_model, "addition", seed=1, runs_dir=str(tmp_path), quiet=True)
+    whole = train(RLConfig(iterations=5, **LEVEL_ONE, **PARTIAL), spec)
+    first = train(RLConfig(iterations=2, **LEVEL_ONE, **PARTIAL), spec)
+    assert first.unfinished.groups, "no response outlived the cut; the test would not test the saved rollouts"
+    arrays, meta = load_checkpoint(first.run_dir)
+    saved = UnfinishedGroups()
+    saved.load_state_dict(unflatten_state(meta["unfinished"], arrays))
+    before = [(g.index, r.token_ids, r.segments, r.log_probs) for g in first.unfinished.groups for r in g.rollouts]
+    assert before == [(g.index, r.token_ids, r.segments, r.log_probs) for g in saved.groups for r in g.rollouts]
+    resumed = train(RLConfig(iterations=5, **LEVEL_ONE, **PARTIAL), spec, resume=first.run_dir)
+    assert first.mean_rewards + resumed.mean_rewards == whole.mean_rewards
+    for p, q in zip(resumed.model.parameters(), whole.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+
+
+def test_partial_rollout_loss_mask_keeps_only_the_segment_that_finished_each_response(warm_model: str):
+    model, tokenizer = load_pretrained(warm_model, dtype=torch.float32)
+    codec, task = text_codec(model, tokenizer), get_task("addition")
+    rng = np.random.default_rng(0)
+    pool = [task.sample(rng, 1) for _ in range(3)]
+    sampling = SamplingConfig(24, 1.0, stop_token_ids=codec.stop_ids)
+    partial = PartialRolloutConfig(segment_tokens=7, max_tokens=24, exclude_earlier_segments=True)
+    groups = start_groups(np.array([2, 0, 1]), pool, codec, 2, torch.Generator().manual_seed(0))
+    unfinished, iteration, exp = UnfinishedGroups(), 0, None
+    while exp is None:
+        exp, indices = collect_partial(model, None, unfinished, groups if iteration == 0 else [], codec, task.check,
+                                       sampling, partial, 0.0, iteration)  # fmt: skip
+        iteration += 1
+    assert iteration >= 3 and set(indices) <= {0, 1, 2}  # level-1 responses outlive two segments of 7
+    finished = [g for g in groups if g.index in indices]
+    prompt_width = exp.input_ids.shape[1] - int(exp.lengths.max())
+    for row, rollout in enumerate(r for g in finished for r in g.rollouts):
+        n = len(rollout.token_ids)
+        last = [segment == rollout.segments[-1] for segment in rollout.segments]  # the finishing segment's tokens
+        assert (
+            exp.lengths[row] == n and exp.input_ids[row, prompt_width : prompt_width + n].tolist() == rollout.token_ids
+        )
+        assert exp.completion_mask[row, prompt_width : prompt_width + n].tolist() == last
+        assert (
+            not exp.completion_mask[row, :prompt_width].any() and not exp.completion_mask[row, prompt_width + n :].any()
+        )
+        assert not exp.old_log_probs[row][~exp.completion_mask[row]].any()
+    assert any(len(set(r.segments)) > 1 for g in finished for r in g.rollouts)  # some responses span segments
+
+
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="samples_per_problem"):
         RLConfig(samples_per_problem=1)
@@ -224,5 +298,6 @@ def test_cli_train_writes_tags_checkpoint_and_resumes(warm_model: str, tmp_path,
     events = EventAccumulator(str(run_dir)).Reload()
     for tag in TAGS:
         assert tag in events.Tags()["scalars"], tag
-    assert [e.step for e in events.Scalars("reward/mean")] == [1, 2, 3]
+    # sorted: two event files written in the same second are read in the order of their names' counters (".10" first)
+    assert sorted(e.step for e in events.Scalars("reward/mean")) == [1, 2, 3]
     assert "completions/text_summary" in events.Tags()["tensors"]
