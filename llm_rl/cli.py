@@ -2,15 +2,17 @@
 
     rl llm sft --task addition [--model PATH | --model-config tiny|small] [--steps N] [--runs-dir DIR] [--seed S]
                [--set KEY=VALUE ...] [--config FILE.toml] [--resume RUN_DIR] [--quiet]
-    rl llm train --algo kimi|grpo|rloo --init CHECKPOINT --task NAME [--data FILE] [--runs-dir DIR] [--seed S]
-                 [--config FILE.toml] [--set KEY=VALUE ...] [--resume RUN_DIR] [--quiet]
-    rl llm eval CHECKPOINT --task addition [--data FILE] [--n N] [--samples K] [--seed S] [--levels L ...]
+    rl llm train --algo kimi|grpo|rloo --init CHECKPOINT|--model PATH --task NAME [--data FILE] [--runs-dir DIR]
+                 [--seed S] [--config FILE.toml] [--set KEY=VALUE ...] [--resume RUN_DIR] [--quiet]
+    rl llm eval CHECKPOINT|--model PATH --task addition [--data FILE] [--n N] [--samples K] [--seed S] [--levels L ...]
     rl llm merge A B [--weight 0.5] --out DIR              (long2short: weight averaging of two checkpoints)
     rl llm shortest --init CKPT --task NAME [--n 8] [--problems 100] --out FILE.jsonl   (shortest rejection sampling)
 
 `rl/cli.py` builds these subcommands only when the command line starts with `llm`, since llm_rl imports torch.
-Mistakes raise UserError (the `rl` entry point prints one `error:` line and exits with 2); `sft` and `train` stopped by
-SIGINT or SIGTERM save their checkpoint and exit with 130. `eval` prints one line per level, then its JSON summary last.
+`--model PATH` accepts any local Hugging Face causal LM directory (`llm_rl.causal_lm`); for `train` it is another name
+for --init, for `eval` for the CHECKPOINT argument. Mistakes raise UserError (the `rl` entry point prints one `error:`
+line and exits with 2); `sft` and `train` stopped by SIGINT or SIGTERM save their checkpoint and exit with 130. `eval`
+prints one line per level, then its JSON summary last.
 """
 
 from __future__ import annotations
@@ -61,7 +63,10 @@ def add_llm_parser(llm: argparse.ArgumentParser) -> None:
     add_long2short_parsers(sub)
 
     evaluate = sub.add_parser("eval", help="accuracy and pass@k of a checkpoint on held-out problems")
-    evaluate.add_argument("checkpoint", help="a model directory (RUN_DIR/model, or the run directory itself)")
+    evaluate.add_argument(
+        "checkpoint", nargs="?", help="a model directory (RUN_DIR/model, or the run directory itself)"
+    )
+    evaluate.add_argument("--model", metavar="PATH", help="Hugging Face causal LM directory (instead of CHECKPOINT)")
     evaluate.add_argument("--task", help="task whose held-out problems and verifier to use")
     evaluate.add_argument("--data", help="JSONL or Parquet file of problems instead of the task's generator")
     evaluate.add_argument(
@@ -95,6 +100,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--algo", default="kimi", choices=ALGOS, help="objective (default kimi)")
     train.add_argument("--init", metavar="CHECKPOINT", help="model directory to start from (an sft run or its model)")
+    train.add_argument("--model", metavar="PATH", help="Hugging Face causal LM directory to start from (as --init)")
     train.add_argument("--task", help="task whose verifier and held-out problems to use")
     train.add_argument("--data", help="JSONL or Parquet file of training problems instead of the task's generator")
     train.add_argument("--runs-dir", default="runs", help="parent directory of the run directory")
@@ -125,10 +131,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         spec = RLSpec(**{**saved["spec"], "quiet": args.quiet})
         overrides = {**saved["rl_config"], **overrides}
     else:
-        if not args.task or not args.init:
-            raise UserError("rl llm train needs --init CHECKPOINT and --task NAME (or --resume RUN_DIR).")
+        model = one_model_path(args.init, args.model, "--init")
+        if not args.task or not model:
+            raise UserError(
+                "rl llm train needs --init CHECKPOINT (or --model PATH) and --task NAME (or --resume RUN_DIR)."
+            )
         get_task(args.task)
-        init = str(checkpoint_dir(Path(args.init)))
+        init = str(checkpoint_dir(Path(model)))
         spec = RLSpec(args.algo, init, args.task, args.data, args.seed, args.runs_dir, args.quiet)
     cfg = build_config(RLConfig, overrides, "rl llm train")
     result = train(cfg, spec, Path(args.resume) if args.resume else None)
@@ -188,6 +197,16 @@ def read_run_config(run_dir: Path, key: str = "sft_config", command: str = "rl l
     return saved
 
 
+def one_model_path(given: str | None, model: str | None, name: str) -> str | None:
+    """The model directory given as `name` (--init, CHECKPOINT) or --model; a UserError if both name different ones."""
+    same = (
+        given is None or model is None or checkpoint_dir(Path(given)).resolve() == checkpoint_dir(Path(model)).resolve()
+    )
+    if not same:
+        raise UserError(f"{name} {given} and --model {model} name different models; pass only one of them.")
+    return given if given is not None else model
+
+
 def checkpoint_dir(path: Path) -> Path:
     """The model directory: `path` itself, or `path/model` when `path` is an SFT run directory."""
     from llm_rl.sft import MODEL_DIR
@@ -203,12 +222,15 @@ def checkpoint_dir(path: Path) -> Path:
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
+    from llm_rl.causal_lm import load_causal_lm_and_tokenizer
     from llm_rl.data import load_problems
     from llm_rl.evaluate import evaluate, held_out_problems
-    from llm_rl.hf_io import load_pretrained
     from llm_rl.tasks import get_task
 
-    path = checkpoint_dir(Path(args.checkpoint))
+    given = one_model_path(args.checkpoint, args.model, "CHECKPOINT")
+    if given is None:
+        raise UserError("rl llm eval needs a CHECKPOINT directory or --model PATH to evaluate.")
+    path = checkpoint_dir(Path(given))
     if args.task is None and args.data is None:
         raise UserError("rl llm eval needs --task NAME or --data FILE to know what to evaluate on.")
     if args.n is not None and args.n < 1:
@@ -219,7 +241,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         problems = held_out_problems(task, args.n or DEFAULT_EVAL_PROBLEMS, args.seed, args.levels or ())
     torch.set_num_threads(args.threads)
-    model, tokenizer = load_pretrained(path, dtype=torch.float32, device=args.device)
+    model, tokenizer = load_causal_lm_and_tokenizer(path, dtype=torch.float32, device=args.device)
     temperature = args.temperature if args.temperature is not None else (0.0 if args.samples == 1 else 1.0)
     result = evaluate(
         model, tokenizer, problems, samples=args.samples, batch_size=args.batch_size,

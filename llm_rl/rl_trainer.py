@@ -50,6 +50,10 @@ Deviations and choices:
    (0.657 after 150) held-out accuracy stays where it was: the default no longer harms, but does not gain either.
 8. Not implemented: long2short RL as part of this loop (section 2.4; `llm_rl.long2short` has merging, shortest
    rejection sampling and the capped length reward).
+9. Scale: `precision = "bf16"` runs sampling, the log-prob passes and the evaluations under bfloat16 autocast over
+   float32 weights (`llm_rl.precision`); `gradient_checkpointing` recomputes each block in the backward pass. The
+   policy is any local Hugging Face causal LM (`llm_rl.causal_lm`), with its dropout switched off (GPT-2 has some)
+   so that the training pass scores the responses exactly as the sampler did.
 """
 
 from __future__ import annotations
@@ -65,15 +69,15 @@ import torch
 from tokenizers import Tokenizer
 from torch import Tensor
 
+from llm_rl.causal_lm import CausalLM, load_causal_lm_and_tokenizer, save_causal_lm
 from llm_rl.data import load_problems
 from llm_rl.evaluate import TextCodec, evaluate, held_out_problems, text_codec
 from llm_rl.experience import Check, Experience, collect, collect_partial, start_groups
-from llm_rl.hf_io import load_pretrained, save_pretrained
-from llm_rl.model import Transformer
 from llm_rl.partial_rollouts import PartialRolloutConfig, UnfinishedGroups
+from llm_rl.precision import autocast, check_precision
 from llm_rl.sampling import SamplingConfig, sequence_log_probs
 from llm_rl.sampling_strategies import SAMPLERS, ProblemSampler, make_sampler
-from llm_rl.sft import MODEL_DIR, stop_signals
+from llm_rl.sft import MODEL_DIR, set_gradient_checkpointing, stop_signals
 from llm_rl.tasks import Problem, Task, get_task
 from rl.advantages import group_relative_advantages, leave_one_out_advantages
 from rl.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
@@ -162,8 +166,13 @@ class RLConfig:
     """torch CPU threads (one suits the tiny model)."""
     device: str = "cpu"
     """Where the model trains ("cpu", "cuda")."""
+    precision: str = "fp32"
+    """fp32, or bf16: bfloat16 autocast of sampling and forward passes over float32 weights (llm_rl.precision)."""
+    gradient_checkpointing: bool = False
+    """Recompute each transformer block in the backward pass instead of keeping its activations (saves memory)."""
 
     def __post_init__(self) -> None:
+        check_precision(self.precision)
         if min(self.iterations, self.problems_per_iteration, self.updates_per_iteration, self.max_new_tokens) < 1:
             raise ValueError("iterations, problems_per_iteration, updates_per_iteration, max_new_tokens must be >= 1")
         if self.samples_per_problem < 2:
@@ -266,19 +275,20 @@ class UpdateStats:
     """Mean over responses of log pi_theta(y|x) - log pi_theta_i(y|x) (summed over tokens) after the last step."""
 
 
-def update(model: Transformer, optimizer: torch.optim.Optimizer, exp: Experience, objective: Objective,
+def update(model: CausalLM, optimizer: torch.optim.Optimizer, exp: Experience, objective: Objective,
            cfg: RLConfig) -> UpdateStats:  # fmt: skip
     """`updates_per_iteration` full-batch gradient steps on the objective."""
     losses = []
     for _ in range(cfg.updates_per_iteration):
-        log_probs = sequence_log_probs(model, exp.input_ids, exp.attention_mask, exp.completion_mask)  # (B, L)
-        loss = objective(log_probs, exp, cfg)
+        with autocast(cfg.precision, cfg.device):
+            log_probs = sequence_log_probs(model, exp.input_ids, exp.attention_mask, exp.completion_mask)  # (B, L)
+        loss = objective(log_probs, exp, cfg)  # float32: sequence_log_probs casts the logits before the softmax
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
         losses.append(loss.item())
-    with torch.no_grad():
+    with torch.no_grad(), autocast(cfg.precision, cfg.device):
         log_probs = sequence_log_probs(model, exp.input_ids, exp.attention_mask, exp.completion_mask)
         log_ratio = ((log_probs - exp.old_log_probs) * exp.completion_mask).sum(1).mean().item()
     return UpdateStats(losses[0], log_ratio)
@@ -289,7 +299,7 @@ class RLResult:
     """What `train` returns: per-iteration curves and the held-out evaluations."""
 
     run_dir: Path
-    model: Transformer
+    model: CausalLM
     iterations: int
     mean_rewards: list[float] = field(default_factory=list)
     """Mean correctness of the trained responses, per iteration that trained (with partial rollouts not every one)."""
@@ -315,7 +325,7 @@ def problem_pool(task: Task, spec: RLSpec, cfg: RLConfig) -> list[Problem]:
 def save_state(run_dir: Path, learner: Learner, tokenizer: Tokenizer, spec: RLSpec, iteration: int) -> None:
     """Weights as a Hugging Face directory; optimiser, sampler, unfinished partial rollouts, iteration and generators
     in checkpoint.safetensors."""
-    save_pretrained(learner.model, tokenizer, run_dir / MODEL_DIR, source=spec.init)
+    save_causal_lm(learner.model, tokenizer, run_dir / MODEL_DIR, source=spec.init)
     arrays = {"torch_rng": torch.get_rng_state().numpy(), "sampling_rng": learner.generator.get_state().numpy()}
     meta = {
         "iteration": iteration,
@@ -347,14 +357,17 @@ def run_config(cfg: RLConfig, spec: RLSpec) -> dict:
     return {"spec": config_dict(spec), "rl_config": config_dict(cfg)}
 
 
-def load_policy(spec: RLSpec, resume: Path | None, device: str) -> tuple[Transformer, Tokenizer]:
-    """The model to train: the run's last checkpoint when resuming, else --init."""
+def load_policy(spec: RLSpec, resume: Path | None, device: str) -> tuple[CausalLM, Tokenizer]:
+    """The model to train (any local Hugging Face causal LM): the run's last checkpoint when resuming, else --init."""
     path = Path(resume) / MODEL_DIR if resume is not None else Path(spec.init)
     if not (path / "config.json").is_file():
         raise UserError(f"{path} is not a model directory; pass --init RUN_DIR/model written by `rl llm sft`.")
-    model, tokenizer = load_pretrained(path, dtype=torch.float32, device=device)
+    model, tokenizer = load_causal_lm_and_tokenizer(path, dtype=torch.float32, device=device)
     if not model.cfg.eos_token_ids:
         raise UserError(f"{path} names no eos_token_id in config.json; add one so responses can end.")
+    for module in model.modules():  # GPT-2's dropout, say: the trained log-probs must be the sampled ones (deviation 2)
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
     return model, tokenizer
 
 
@@ -382,7 +395,7 @@ def log_iteration(logger: RunLogger, exp: Experience, stats: UpdateStats, length
 class Learner:
     """What a run changes as it goes; all of it is in the checkpoint."""
 
-    model: Transformer
+    model: CausalLM
     optimizer: torch.optim.Optimizer
     sampler: ProblemSampler
     unfinished: UnfinishedGroups
@@ -393,7 +406,7 @@ class Learner:
     """Draws the responses' tokens (or seeds each partial rollout's own generator)."""
 
 
-def gather(learner: Learner, reference: Transformer | None, pool: list[Problem], codec: TextCodec, check: Check,
+def gather(learner: Learner, reference: CausalLM | None, pool: list[Problem], codec: TextCodec, check: Check,
            cfg: RLConfig, length_weight: float, iteration: int) -> tuple[Experience | None, np.ndarray]:  # fmt: skip
     """This iteration's experience and its problems' pool indices: k responses to each of problems_per_iteration
     sampled problems; with partial rollouts, the groups that finished (new problems take the free places)."""
@@ -403,12 +416,15 @@ def gather(learner: Learner, reference: Transformer | None, pool: list[Problem],
     if not cfg.partial_rollouts:
         indices = learner.sampler.sample(cfg.problems_per_iteration, learner.rng)
         problems = [pool[i] for i in indices]
-        exp = collect(learner.model, reference, problems, codec, check, k, sampling, length_weight, learner.generator)
+        with autocast(cfg.precision, cfg.device):
+            exp = collect(learner.model, reference, problems, codec, check, k, sampling, length_weight,
+                          learner.generator)  # fmt: skip
         return exp, indices
     free = max(cfg.problems_per_iteration - len(learner.unfinished.groups), 0)
     groups = start_groups(learner.sampler.sample(free, learner.rng), pool, codec, k, learner.generator)
-    exp, finished = collect_partial(learner.model, reference, learner.unfinished, groups, codec, check, sampling,
-                                    cfg.partial_rollout_config, length_weight, iteration)  # fmt: skip
+    with autocast(cfg.precision, cfg.device):
+        exp, finished = collect_partial(learner.model, reference, learner.unfinished, groups, codec, check, sampling,
+                                        cfg.partial_rollout_config, length_weight, iteration)  # fmt: skip
     return exp, np.array(finished, dtype=np.int64)
 
 
@@ -432,6 +448,7 @@ def train(cfg: RLConfig, spec: RLSpec, resume: Path | None = None) -> RLResult:
     eval_set = held_out_problems(task, cfg.eval_problems * len(eval_levels), spec.seed + 1, eval_levels)
     rng = seed_everything(spec.seed)
     model, tokenizer = load_policy(spec, resume, cfg.device)
+    set_gradient_checkpointing(model, cfg.gradient_checkpointing)
     reference = None
     if spec.algo == "grpo" and cfg.kl_coef > 0:
         reference = load_policy(spec, None, cfg.device)[0].eval().requires_grad_(False)
@@ -480,10 +497,11 @@ def train(cfg: RLConfig, spec: RLSpec, resume: Path | None = None) -> RLResult:
     return result
 
 
-def evaluate_and_log(model: Transformer, tokenizer: Tokenizer, task: Task, problems: list[Problem], cfg: RLConfig,
+def evaluate_and_log(model: CausalLM, tokenizer: Tokenizer, task: Task, problems: list[Problem], cfg: RLConfig,
                      logger: RunLogger, iteration: int) -> float:  # fmt: skip
     """Greedy accuracy on the fixed held-out problems, logged overall and per level."""
-    result = evaluate(model, tokenizer, problems, max_new_tokens=cfg.max_new_tokens, check=task.check)
+    with autocast(cfg.precision, cfg.device):
+        result = evaluate(model, tokenizer, problems, max_new_tokens=cfg.max_new_tokens, check=task.check)
     logger.scalar("eval/accuracy", result.accuracy, iteration)
     for level, accuracy in result.per_level.items():
         logger.scalar(f"eval/accuracy_level_{level}", accuracy, iteration)

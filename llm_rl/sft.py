@@ -20,6 +20,9 @@ Deviations and choices:
 5. The default warm-up is short on purpose: the built-in tiny model learns the short problems and only some of the
    long ones, which leaves reinforcement learning room to improve (addition: about 0.9 accuracy on levels 1-4, 0.3
    on level 5, near 0 on level 6).
+6. `precision = "bf16"` computes the loss's forward pass and the evaluations under bfloat16 autocast over float32
+   weights (`llm_rl.precision`); `gradient_checkpointing` recomputes each block in the backward pass. `--model`
+   takes any local Hugging Face causal LM (`llm_rl.causal_lm`).
 """
 
 from __future__ import annotations
@@ -39,9 +42,10 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 from torch import Tensor
 
+from llm_rl.causal_lm import CausalLM, HFCausalLM, load_causal_lm_and_tokenizer, save_causal_lm
 from llm_rl.evaluate import EvalResult, TextCodec, evaluate, held_out_problems, text_codec
-from llm_rl.hf_io import load_pretrained, save_pretrained
 from llm_rl.model import Transformer, num_parameters, preset
+from llm_rl.precision import autocast, check_precision
 from llm_rl.tasks import Problem, Task, get_task
 from llm_rl.tokenizer import BOS_ID, EOS_ID, build_tokenizer
 from rl.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
@@ -92,8 +96,13 @@ class SFTConfig:
     """torch CPU threads: one suits the tiny model (more threads on a busy machine make it several times slower)."""
     device: str = "cpu"
     """Where the model trains ("cpu", "cuda", "cuda:1")."""
+    precision: str = "fp32"
+    """fp32, or bf16: bfloat16 autocast of the forward passes over float32 weights (llm_rl.precision)."""
+    gradient_checkpointing: bool = False
+    """Recompute each transformer block in the backward pass instead of keeping its activations (saves memory)."""
 
     def __post_init__(self) -> None:
+        check_precision(self.precision)
         if min(self.steps, self.batch_size, self.max_new_tokens, self.log_every, self.num_threads) < 1:
             raise ValueError("steps, batch_size, max_new_tokens, log_every and num_threads must be >= 1")
         if min(self.warmup_steps, self.eval_every, self.checkpoint_every, self.eval_problems) < 0:
@@ -134,7 +143,7 @@ class SFTResult:
     """What `train` did: where the run went, its curves, and whether it was stopped early."""
 
     run_dir: Path
-    model: Transformer
+    model: CausalLM
     """The trained model, as saved in `checkpoint`."""
     checkpoint: Path
     """The Hugging Face directory of the final weights (`run_dir/model`)."""
@@ -164,7 +173,7 @@ def sft_batch(prompts: list[list[int]], solutions: list[list[int]], pad_id: int)
     return SFTBatch(input_ids, targets, loss_mask)
 
 
-def sft_loss(model: Transformer, batch: SFTBatch) -> Tensor:
+def sft_loss(model: CausalLM, batch: SFTBatch) -> Tensor:
     """Mean negative log-likelihood of the masked targets (the token mean of the module docstring)."""
     hidden = model.hidden_states(batch.input_ids)  # (B, L, E); right padding needs no attention mask
     logits = model.lm_head(hidden[batch.loss_mask]).float()  # (M, V): only the M positions that count
@@ -205,12 +214,12 @@ def training_levels(task: Task, wanted: tuple[int, ...]) -> tuple[int, ...]:
     return wanted or task.levels
 
 
-def build_model(spec: SFTSpec, device: str) -> tuple[Transformer, Tokenizer]:
-    """The built-in model with the character tokenizer (seeded init), or the Hugging Face model at spec.model."""
+def build_model(spec: SFTSpec, device: str) -> tuple[CausalLM, Tokenizer]:
+    """The built-in model with the character tokenizer (seeded init), or the causal LM directory at spec.model."""
     if spec.model is not None:
         if not Path(spec.model).is_dir():
             raise UserError(f"model directory {spec.model} does not exist; pass a Hugging Face model directory.")
-        model, tokenizer = load_pretrained(spec.model, dtype=torch.float32, device=device)
+        model, tokenizer = load_causal_lm_and_tokenizer(spec.model, dtype=torch.float32, device=device)
         if not model.cfg.eos_token_ids:
             raise UserError(f"{spec.model} names no eos_token_id in config.json; add one so solutions can end.")
         return model, tokenizer
@@ -219,7 +228,18 @@ def build_model(spec: SFTSpec, device: str) -> tuple[Transformer, Tokenizer]:
     return Transformer(cfg).to(device), tokenizer
 
 
-def adamw(model: Transformer, cfg: SFTConfig) -> torch.optim.AdamW:
+def set_gradient_checkpointing(model: CausalLM, enabled: bool) -> None:
+    """Turns recomputation of each block in the backward pass on or off, for our Transformer or a transformers one."""
+    if isinstance(model, Transformer):
+        model.gradient_checkpointing = enabled
+    elif isinstance(model, HFCausalLM) and enabled:
+        hf = model.hf  # transformers 5 renamed gradient_checkpointing_enable; non-reentrant is its default
+        getattr(hf, "activation_checkpointing_enable", hf.gradient_checkpointing_enable)()
+    elif isinstance(model, HFCausalLM):
+        getattr(model.hf, "activation_checkpointing_disable", model.hf.gradient_checkpointing_disable)()
+
+
+def adamw(model: CausalLM, cfg: SFTConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on the matrices only."""
     params = list(model.parameters())
     groups = [
@@ -229,10 +249,10 @@ def adamw(model: Transformer, cfg: SFTConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=cfg.adam_betas)
 
 
-def save_state(run_dir: Path, model: Transformer, tokenizer: Tokenizer, source: str | None,
+def save_state(run_dir: Path, model: CausalLM, tokenizer: Tokenizer, source: str | None,
                optimizer: torch.optim.Optimizer, step: int, rng: np.random.Generator) -> Path:  # fmt: skip
     """The weights as a Hugging Face directory, then the optimiser, step and generators in checkpoint.safetensors."""
-    checkpoint = save_pretrained(model, tokenizer, run_dir / MODEL_DIR, source=source)
+    checkpoint = save_causal_lm(model, tokenizer, run_dir / MODEL_DIR, source=source)
     arrays = {"torch_rng": torch.get_rng_state().numpy()}
     meta = {
         "step": step,
@@ -291,7 +311,8 @@ def train(cfg: SFTConfig, spec: SFTSpec, resume: Path | None = None) -> SFTResul
         run_dir = new_run_dir(spec.runs_dir, spec.task, "sft", spec.seed)
     else:
         run_dir = Path(resume)
-        model, tokenizer = load_pretrained(run_dir / MODEL_DIR, dtype=torch.float32, device=cfg.device)
+        model, tokenizer = load_causal_lm_and_tokenizer(run_dir / MODEL_DIR, dtype=torch.float32, device=cfg.device)
+    set_gradient_checkpointing(model, cfg.gradient_checkpointing)
     optimizer = adamw(model, cfg)
     step = 0 if resume is None else restore_state(run_dir, optimizer, rng)
     codec = text_codec(model, tokenizer)
@@ -305,7 +326,9 @@ def train(cfg: SFTConfig, spec: SFTSpec, resume: Path | None = None) -> SFTResul
             lr = learning_rate(step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss = sft_loss(model, sample_batch(task, levels, cfg.batch_size, rng, codec, model.device))
+            batch = sample_batch(task, levels, cfg.batch_size, rng, codec, model.device)
+            with autocast(cfg.precision, cfg.device):
+                loss = sft_loss(model, batch)  # float32: the logits are cast before the cross-entropy
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -329,10 +352,11 @@ def train(cfg: SFTConfig, spec: SFTSpec, resume: Path | None = None) -> SFTResul
     return result
 
 
-def evaluate_and_log(model: Transformer, tokenizer: Tokenizer, task: Task, problems: list[Problem],
+def evaluate_and_log(model: CausalLM, tokenizer: Tokenizer, task: Task, problems: list[Problem],
                      cfg: SFTConfig, logger: RunLogger, step: int) -> EvalResult:  # fmt: skip
     """Greedy accuracy on the fixed held-out problems, logged overall and per level."""
-    result = evaluate(model, tokenizer, problems, max_new_tokens=cfg.max_new_tokens, check=task.check)
+    with autocast(cfg.precision, cfg.device):
+        result = evaluate(model, tokenizer, problems, max_new_tokens=cfg.max_new_tokens, check=task.check)
     logger.scalar("eval/accuracy", result.accuracy, step)
     for level, accuracy in result.per_level.items():
         logger.scalar(f"eval/accuracy_level_{level}", accuracy, step)

@@ -131,6 +131,66 @@ def test_sft_fine_tunes_a_hugging_face_directory(capsys, checkpoint, tmp_path):
     torch.testing.assert_close(model(ids), source(ids), rtol=0, atol=1e-5)
 
 
+def tiny_gpt2(path: Path) -> torch.nn.Module:
+    """A random GPT-2 saved by transformers, with our character tokenizer (the tasks' text must encode)."""
+    transformers = pytest.importorskip("transformers")
+    from llm_rl.tokenizer import BOS_ID, EOS_ID, build_tokenizer
+
+    tokenizer = build_tokenizer()
+    config = transformers.GPT2Config(
+        vocab_size=tokenizer.get_vocab_size(), n_embd=32, n_layer=2, n_head=4, n_positions=128, bos_token_id=BOS_ID,
+        eos_token_id=EOS_ID,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.save_pretrained(path)
+    tokenizer.save(str(path / "tokenizer.json"))
+    return model
+
+
+def test_train_and_eval_take_any_causal_lm_directory_with_model(capsys, tmp_path):
+    """`rl llm train --model` on a transformers GPT-2: it trains (every weight moves), saves a GPT-2 directory that
+    `rl llm eval --model` and --resume load back."""
+    from llm_rl.causal_lm import HFCausalLM, load_causal_lm
+
+    initial = tiny_gpt2(tmp_path / "gpt2")
+    quick = ["levels=[1]", "problems_per_iteration=2", "samples_per_problem=4", "max_new_tokens=8", "pool_size=4",
+             "eval_problems=1", "sampler=uniform", "learning_rate=1e-3", "length_penalty_weight=1.0",
+             "length_penalty_warmup=0", "gradient_checkpointing=true"]  # fmt: skip
+    runs = tmp_path / "runs"
+    args = ["llm", "train", "--model", str(tmp_path / "gpt2"), "--task", "addition", "--runs-dir", str(runs)]
+    code, out, _ = run_cli(capsys, *args, "--quiet", "--set", "iterations=2", *quick)
+    (run_dir,) = runs.iterdir()
+    assert code == 0 and out.strip().endswith(str(run_dir / "model"))
+    trained = load_causal_lm(run_dir / "model")
+    assert isinstance(trained, HFCausalLM) and type(trained.hf) is type(initial)
+    moved = [not torch.equal(p, q) for p, q in zip(trained.parameters(), initial.parameters(), strict=True)]
+    assert all(moved) and len(moved) > 10  # the length reward differs within groups, so every weight got a gradient
+    code, out, _ = run_cli(capsys, "llm", "eval", "--model", str(run_dir), "--task", "addition", "--n", "2",
+                           "--levels", "1", "--max-new-tokens", "8")  # fmt: skip
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["n"] == 2
+    assert main(["llm", "train", "--resume", str(run_dir), "--quiet", "--set", "iterations=3"]) == 0
+    resumed = load_causal_lm(run_dir / "model")
+    assert any(not torch.equal(p, q) for p, q in zip(resumed.parameters(), trained.parameters(), strict=True))
+
+
+def test_rl_policy_has_no_dropout_so_training_log_probs_are_the_sampled_ones(tmp_path):
+    from llm_rl.rl_trainer import RLSpec, load_policy
+
+    assert tiny_gpt2(tmp_path).config.resid_pdrop > 0  # GPT-2 trains with dropout by default
+    model, tokenizer = load_policy(RLSpec("kimi", str(tmp_path), "addition"), None, "cpu")
+    ids = torch.tensor([tokenizer.encode("Q: 3+4=\n3+4=7").ids])
+    model.train()
+    torch.testing.assert_close(model(ids), model.eval()(ids), rtol=0, atol=0)
+
+
+def test_init_and_model_may_name_the_same_model(checkpoint):
+    from llm_rl.cli import one_model_path
+
+    assert one_model_path(str(checkpoint.parent), str(checkpoint), "--init") == str(checkpoint.parent)
+    assert one_model_path(None, str(checkpoint), "--init") == str(checkpoint)
+
+
 def test_help_lists_the_sft_config_fields(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["llm", "sft", "--help"])
@@ -163,13 +223,18 @@ def test_other_commands_do_not_import_llm_rl():
         (["llm", "eval", "{ckpt}", "--data", "{tmp}/missing.jsonl"], "does not exist"),
         (["llm", "eval", "{ckpt}", "--task", "addition", "--levels", "9"], "no level 9"),
         (["llm", "eval", "{ckpt}", "--task", "addition", "--samples", "2", "--temperature", "0"], "temperature"),
+        (["llm", "eval", "--task", "addition"], "needs a CHECKPOINT directory or --model PATH"),
+        (["llm", "eval", "{ckpt}", "--model", "{tmp}", "--task", "addition"], "name different models"),
+        (["llm", "train", "--init", "{ckpt}", "--model", "{tmp}", "--task", "addition"], "name different models"),
+        (["llm", "train", "--task", "addition"], "needs --init CHECKPOINT (or --model PATH)"),
+        (["llm", "train", "--model", "{tmp}", "--task", "addition", "--set", "precision=fp16"], "unknown precision"),
     ],
 )
 @pytest.mark.filterwarnings("ignore:.*malformed")  # the loader warns about each bad row before it gives up
 def test_mistakes_are_one_line_errors(capsys, tmp_path, checkpoint, argv, message):
     (tmp_path / "bad.jsonl").write_text("not json\n{}\n")
     runs = tmp_path / "runs"
-    extra = ["--runs-dir", str(runs)] if argv[1] == "sft" else []
+    extra = ["--runs-dir", str(runs)] if argv[1] in ("sft", "train") else []
     code, _, err = run_cli(capsys, *[a.format(tmp=tmp_path, ckpt=checkpoint) for a in argv], *extra)
     assert code == 2
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1

@@ -32,6 +32,7 @@ from llm_rl.sft import SFTConfig, SFTSpec
 from llm_rl.sft import train as sft_train
 from llm_rl.tasks import get_task
 from rl.checkpoint import load_checkpoint, unflatten_state
+from rl.errors import UserError
 
 TOKENS = torch.tensor([[0, 2, 1], [1, 1, 0], [2, 0, 0], [0, 0, 2], [1, 2, 2], [2, 2, 1]])  # (B, L), B = P * G = 2 * 3
 MASK = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 1, 1], [1, 1, 0]], dtype=torch.bool)
@@ -267,6 +268,34 @@ def test_partial_rollout_loss_mask_keeps_only_the_segment_that_finished_each_res
     assert any(len(set(r.segments)) > 1 for g in finished for r in g.rollouts)  # some responses span segments
 
 
+def test_bf16_with_gradient_checkpointing_trains_and_logs_finite_losses(warm_model: str, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    spec = RLSpec("kimi", warm_model, "addition", seed=0, runs_dir=str(tmp_path), quiet=True)
+    initial = [p.detach().clone() for p in load_pretrained(warm_model)[0].parameters()]
+    result = train(RLConfig(iterations=2, precision="bf16", gradient_checkpointing=True, **LEVEL_ONE), spec)
+    assert result.model.gradient_checkpointing and len(result.mean_rewards) == 2
+    losses = [e.value for e in EventAccumulator(str(result.run_dir)).Reload().Scalars("losses/policy_loss")]
+    assert len(losses) == 2 and all(math.isfinite(loss) for loss in losses) and any(loss != 0 for loss in losses)
+    trained = list(result.model.parameters())
+    assert all(p.dtype == torch.float32 for p in trained)  # autocast leaves the master weights in float32
+    assert sum(not torch.equal(p, q) for p, q in zip(trained, initial, strict=True)) == len(initial)
+    fp32 = train(RLConfig(iterations=2, **LEVEL_ONE), spec)  # same seed: bf16 really changed the arithmetic
+    assert any(not torch.equal(p, q) for p, q in zip(trained, fp32.model.parameters(), strict=True))
+
+
+def test_gradient_checkpointing_gives_the_same_parameters(warm_model: str, tmp_path):
+    spec = RLSpec("grpo", warm_model, "addition", seed=3, runs_dir=str(tmp_path), quiet=True)
+    plain = train(RLConfig(iterations=2, **LEVEL_ONE), spec)
+    recomputed = train(RLConfig(iterations=2, gradient_checkpointing=True, **LEVEL_ONE), spec)
+    assert recomputed.model.gradient_checkpointing and not plain.model.gradient_checkpointing
+    assert recomputed.mean_rewards == plain.mean_rewards
+    initial = load_pretrained(warm_model)[0].parameters()
+    for p, q, p0 in zip(recomputed.model.parameters(), plain.model.parameters(), initial, strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
+        assert not torch.equal(p, p0)  # every parameter moved, so the comparison compares something
+
+
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="samples_per_problem"):
         RLConfig(samples_per_problem=1)
@@ -274,6 +303,8 @@ def test_config_rejects_bad_values():
         RLConfig(log_z="median")
     with pytest.raises(ValueError, match="sampler"):
         RLConfig(sampler="random")
+    with pytest.raises(UserError, match="unknown precision 'fp16'"):
+        RLConfig(precision="fp16")
 
 
 TAGS = ("reward/mean", "reward/accuracy", "reward/length_penalty", "completions/mean_length",

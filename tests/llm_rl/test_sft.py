@@ -7,18 +7,21 @@ from __future__ import annotations
 import math
 import os
 import signal
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from llm_rl import sft
+from llm_rl.causal_lm import load_causal_lm
 from llm_rl.evaluate import text_codec
 from llm_rl.hf_io import load_pretrained
 from llm_rl.model import ModelConfig, Transformer
 from llm_rl.sft import SFTConfig, SFTSpec, learning_rate, sft_batch, sft_batch_from_problems, sft_loss, train
 from llm_rl.tasks import get_task
 from llm_rl.tokenizer import EOS_ID, build_tokenizer
+from rl.errors import UserError
 from rl.pg_losses import token_mean
 
 LEVEL_ONE = dict(levels=(1,), eval_levels=(1,), batch_size=32, learning_rate=1e-2, warmup_steps=10, num_threads=1)
@@ -76,6 +79,8 @@ def test_config_rejects_bad_values():
         SFTConfig(steps=0)
     with pytest.raises(ValueError):
         SFTConfig(final_lr_fraction=1.5)
+    with pytest.raises(UserError, match="unknown precision"):
+        SFTConfig(precision="fp16")
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +132,51 @@ def test_interrupted_run_resumes_onto_the_uninterrupted_losses(tmp_path, monkeyp
     resumed = train(cfg, SFTSpec("addition", seed=3, runs_dir=str(tmp_path / "cut"), quiet=True), stopped.run_dir)
     assert not resumed.stopped and resumed.steps == 12
     assert stopped.losses + resumed.losses == full.losses
+
+
+def test_gradient_checkpointing_gives_the_same_losses_and_weights(tmp_path):
+    cfg = SFTConfig(steps=6, eval_problems=0, checkpoint_every=0, **LEVEL_ONE)
+    runs = str(tmp_path)
+    plain = train(cfg, SFTSpec("addition", seed=4, runs_dir=runs, quiet=True))
+    recomputed = train(
+        replace(cfg, gradient_checkpointing=True), SFTSpec("addition", seed=4, runs_dir=runs, quiet=True)
+    )
+    assert recomputed.model.gradient_checkpointing and not plain.model.gradient_checkpointing
+    np.testing.assert_allclose(recomputed.losses, plain.losses, rtol=1e-6)
+    for p, q in zip(recomputed.model.parameters(), plain.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
+
+
+def test_bf16_sft_learns_about_as_fast_as_fp32(tmp_path):
+    cfg = SFTConfig(steps=40, eval_problems=0, checkpoint_every=0, **LEVEL_ONE)
+    spec = SFTSpec("addition", seed=5, runs_dir=str(tmp_path), quiet=True)
+    fp32, bf16 = train(cfg, spec), train(replace(cfg, precision="bf16"), spec)
+    assert all(math.isfinite(loss) for loss in bf16.losses) and bf16.losses != fp32.losses
+    assert all(p.dtype == torch.float32 for p in bf16.model.parameters())
+    # the first loss is the same untrained model on the same batch, rounded differently
+    assert bf16.losses[0] == pytest.approx(fp32.losses[0], rel=0.02)
+    assert np.mean(bf16.losses[-5:]) < 0.5 * np.mean(bf16.losses[:5])
+    assert np.mean(bf16.losses[-5:]) == pytest.approx(np.mean(fp32.losses[-5:]), rel=0.2)
+
+
+def test_a_transformers_model_fine_tunes_with_gradient_checkpointing(tmp_path):
+    """sft --model on a GPT-2 directory: transformers' own checkpointing is switched on and changes no loss."""
+    transformers = pytest.importorskip("transformers")
+    tokenizer = build_tokenizer()
+    config = transformers.GPT2Config(
+        vocab_size=tokenizer.get_vocab_size(), n_embd=32, n_layer=2, n_head=4, n_positions=128, bos_token_id=1,
+        eos_token_id=EOS_ID,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "gpt2")
+    tokenizer.save(str(tmp_path / "gpt2" / "tokenizer.json"))
+    cfg = SFTConfig(steps=4, eval_problems=0, checkpoint_every=0, **LEVEL_ONE)
+    spec = SFTSpec("addition", seed=6, model=str(tmp_path / "gpt2"), runs_dir=str(tmp_path / "runs"), quiet=True)
+    plain = train(cfg, spec)
+    recomputed = train(replace(cfg, gradient_checkpointing=True), spec)
+    assert recomputed.model.hf.is_activation_checkpointing and not plain.model.hf.is_activation_checkpointing
+    np.testing.assert_allclose(recomputed.losses, plain.losses, rtol=1e-6)
+    assert plain.losses[-1] < plain.losses[0]
+    saved = load_causal_lm(recomputed.checkpoint)
+    ids = torch.tensor([tokenizer.encode("Q: 3+4=\n3+4=7").ids])
+    torch.testing.assert_close(saved(ids), recomputed.model.eval()(ids), rtol=0, atol=0)  # eval: no dropout
