@@ -64,6 +64,14 @@ PENDULUM_ZOO = dict(
 PENDULUM_OURS = dict(learning_starts=10_000, gamma=0.98, train_frequency=200, gradient_steps=200, noise_std=0.1,
                      hidden_sizes=(400, 300), batch_size=256, tau=0.005, learning_rate=1e-3)  # fmt: skip
 
+
+def pendulum_task(agent: str, sb3_class: str) -> Task:
+    """DDPG or TD3 on Pendulum-v1: the zoo's values are the same for both."""
+    updates = off_policy_updates(20_000, 10_000, 200, 200)
+    return Task("Pendulum-v1", 20_000, agent, PENDULUM_OURS, sb3_class, PENDULUM_ZOO,
+                updates=updates, sb3_policy_kwargs=dict(net_arch=[400, 300]))  # fmt: skip
+
+
 TASKS: dict[str, Task] = {
     "a2c_cartpole": Task(
         "CartPole-v1",
@@ -161,26 +169,8 @@ TASKS: dict[str, Task] = {
         updates=off_policy_updates(50_000, 1_000, 256, 128),
         sb3_policy_kwargs=dict(net_arch=[256, 256]),
     ),
-    "ddpg_pendulum": Task(
-        "Pendulum-v1",
-        20_000,
-        "ddpg",
-        PENDULUM_OURS,
-        "stable_baselines3:DDPG",
-        PENDULUM_ZOO,
-        updates=off_policy_updates(20_000, 10_000, 200, 200),
-        sb3_policy_kwargs=dict(net_arch=[400, 300]),
-    ),
-    "td3_pendulum": Task(
-        "Pendulum-v1",
-        20_000,
-        "td3",
-        PENDULUM_OURS,
-        "stable_baselines3:TD3",
-        PENDULUM_ZOO,
-        updates=off_policy_updates(20_000, 10_000, 200, 200),
-        sb3_policy_kwargs=dict(net_arch=[400, 300]),
-    ),
+    "ddpg_pendulum": pendulum_task("ddpg", "stable_baselines3:DDPG"),
+    "td3_pendulum": pendulum_task("td3", "stable_baselines3:TD3"),
 }
 """Gaussian exploration noise: SB3 adds it to actions scaled to [-1, 1], ours is in units of the half-range: the
 zoo's 0.1 is the same width on both sides. SB3's defaults not listed (A2C's RMSprop, PPO's clipping of the value
