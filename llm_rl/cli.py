@@ -141,6 +141,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         spec = RLSpec(args.algo, init, args.task, args.data, args.seed, args.runs_dir, args.quiet)
     cfg = build_config(RLConfig, overrides, "rl llm train")
     result = train(cfg, spec, Path(args.resume) if args.resume else None)
+    if not result.is_main:  # torchrun's other processes: rank 0 reports
+        return EXIT_INTERRUPTED if result.stopped else 0
     if result.stopped:
         print(f"stopped at iteration {result.iterations}; checkpoint saved.", file=sys.stderr)
         print(f"resume with: rl llm train --resume {result.run_dir}", file=sys.stderr)

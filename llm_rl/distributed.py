@@ -8,17 +8,25 @@ gradients over the ranks during the backward pass, so every rank takes the same 
     grad = 1/N sum_n grad L_n(theta),   L_n = mean over rank n's sequences   =>   grad = grad of the mean over all P k
 
 which is the single-process full-batch gradient whenever the loss is a mean over sequences with equal shard sizes
-(Kimi's eq. 3 and GRPO's sequence mean; RLOO's token mean weights the shards by their token counts instead). A
-problem's k responses stay on one rank, so the group statistics (the mean reward as tau log Z, leave-one-out and
-group-normalised advantages) need no communication; `all_gather_rows` collects the rewards for logging and for the
-problem sampler, which every rank runs identically from the same seed.
+(Kimi's eq. 3 and GRPO's sequence mean). RLOO's token mean is a mean over a shard's tokens, so its loss is scaled by
+`token_share`, N times the shard's share of all tokens, which makes the average over the ranks the mean over every
+token again. A problem's k responses stay on one rank, so the group statistics (the mean reward as tau log Z,
+leave-one-out and group-normalised advantages) need no communication; `all_gather_rows` collects the success rates
+for the problem sampler, which every rank runs identically from the same seed, and `all_sum` the logged totals.
 
 Choices:
 1. The process group is read from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT): gloo on
    CPU, nccl on CUDA; one process without those variables runs undistributed and every function here is a no-op.
 2. DDP only hooks `forward`, so the policy is wrapped in `SequenceLogProbs`, whose forward is
-   `sampling.sequence_log_probs`; sampling uses the unwrapped model (`.module.model`), which needs no gradients.
-3. FSDP2 (`torch.distributed.fsdp.fully_shard`) is not wired in: the models trained here fit on one device.
+   `sampling.sequence_log_probs`; sampling uses the unwrapped model, which needs no gradients.
+3. Every response draws its tokens from its own generator (`sampling.row_generators`), seeded alike on every rank, so
+   a response gets the same tokens whichever rank samples it: N processes train on what one process would, up to the
+   float rounding of different batch shapes.
+4. Rank 0 logs, evaluates and saves the checkpoint; the others wait for it at the next collective. A stop signal on
+   any rank stops all of them after the same iteration (`any_rank`).
+5. Partial rollouts are refused with more than one process: the groups waiting for their next segment would have to
+   be balanced over the ranks. FSDP2 (`torch.distributed.fsdp.fully_shard`) is not wired in: the models trained
+   here fit on one device.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import torch
@@ -82,13 +91,51 @@ def shard(items: Sequence[Item], ranks: Ranks) -> list[Item]:
     return list(items[ranks.rank * size : (ranks.rank + 1) * size])
 
 
+def all_sum(values: Tensor, ranks: Ranks) -> Tensor:
+    """The elementwise sum over the ranks of a float tensor (logged totals, say); the tensor itself with one process."""
+    if ranks.world_size == 1:
+        return values
+    total = values.to(ranks.device, copy=True)  # nccl reduces CUDA tensors only
+    dist.all_reduce(total)
+    return total.to(values.device)
+
+
+def any_rank(flag: bool, ranks: Ranks) -> bool:
+    """Whether `flag` is true on some rank (a stop signal, say), so that every rank leaves the loop together."""
+    return bool(all_sum(torch.tensor([float(flag)]), ranks).item())
+
+
+def broadcast_path(path: Path | None, ranks: Ranks) -> Path:
+    """Rank 0's `path` (the run directory it made) on every rank; the others pass None."""
+    if ranks.world_size == 1:
+        return Path(path)
+    encoded = torch.zeros(4096, dtype=torch.uint8, device=ranks.device)
+    if ranks.is_main:
+        raw = str(path).encode()
+        if len(raw) > len(encoded):
+            raise UserError(f"the run directory path {str(path)[:80]}... is too long; pick a shorter --runs-dir.")
+        encoded[: len(raw)] = torch.tensor(list(raw), dtype=torch.uint8)
+    dist.broadcast(encoded, src=0)
+    return Path(bytes(encoded[encoded > 0].tolist()).decode())
+
+
+def token_share(completion_mask: Tensor, ranks: Ranks) -> float:
+    """N times this rank's share of all ranks' counted tokens: scales a token-mean loss so that DDP's average over the
+    ranks is the mean over every token; 1 with one process."""
+    if ranks.world_size == 1:
+        return 1.0
+    local = completion_mask.sum().float().reshape(1).cpu()
+    return float(local.item() * ranks.world_size / max(all_sum(local, ranks).item(), 1.0))
+
+
 def all_gather_rows(local: Tensor, ranks: Ranks) -> Tensor:
     """Every rank's (P / N, ...) rows stacked in rank order: (P, ...); the tensor itself with one process."""
     if ranks.world_size == 1:
         return local
-    pieces = [torch.empty_like(local) for _ in range(ranks.world_size)]
-    dist.all_gather(pieces, local.contiguous())
-    return torch.cat(pieces)
+    on_device = local.to(ranks.device).contiguous()  # nccl gathers CUDA tensors only
+    pieces = [torch.empty_like(on_device) for _ in range(ranks.world_size)]
+    dist.all_gather(pieces, on_device)
+    return torch.cat(pieces).to(local.device)
 
 
 class SequenceLogProbs(nn.Module):

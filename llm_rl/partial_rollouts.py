@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from llm_rl.model import Transformer
-from llm_rl.sampling import Completions, SamplingConfig, generate, left_pad
+from llm_rl.sampling import Completions, SamplingConfig, generate, left_pad, row_generators
 from llm_rl.tasks import Problem
 
 FINISH_REASONS = ("stop", "length", "repetition")
@@ -112,13 +112,14 @@ def new_rollouts(
     prompts: list[list[int]], generator: torch.Generator, problems: list[Problem] | None = None
 ) -> list[PartialRollout]:
     """Empty rollouts for the prompts, each with its own generator seeded by a draw from `generator`."""
-    seeds = torch.randint(2**62, (len(prompts),), generator=generator).tolist()
     problems = problems if problems is not None else [None] * len(prompts)
     if len(problems) != len(prompts):
         raise ValueError(f"{len(problems)} problems for {len(prompts)} prompts")
     return [
-        PartialRollout(list(prompt), torch.Generator().manual_seed(seed), problem)
-        for prompt, seed, problem in zip(prompts, seeds, problems, strict=True)
+        PartialRollout(list(prompt), row_generator, problem)
+        for prompt, row_generator, problem in zip(
+            prompts, row_generators(generator, len(prompts)), problems, strict=True
+        )
     ]
 
 

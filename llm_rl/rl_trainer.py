@@ -53,7 +53,9 @@ Deviations and choices:
 9. Scale: `precision = "bf16"` runs sampling, the log-prob passes and the evaluations under bfloat16 autocast over
    float32 weights (`llm_rl.precision`); `gradient_checkpointing` recomputes each block in the backward pass. The
    policy is any local Hugging Face causal LM (`llm_rl.causal_lm`), with its dropout switched off (GPT-2 has some)
-   so that the training pass scores the responses exactly as the sampler did.
+   so that the training pass scores the responses exactly as the sampler did. Under `torchrun --nproc-per-node N`
+   each process samples and trains on P / N of the problems and DDP averages the gradients (`llm_rl.distributed`);
+   every response draws its tokens from its own generator, so N processes train as one does, up to float rounding.
 """
 
 from __future__ import annotations
@@ -69,23 +71,44 @@ import torch
 from tokenizers import Tokenizer
 from torch import Tensor
 
-from llm_rl.causal_lm import CausalLM, load_causal_lm_and_tokenizer, save_causal_lm
+from llm_rl.causal_lm import CausalLM
 from llm_rl.data import load_problems
-from llm_rl.evaluate import TextCodec, evaluate, held_out_problems, text_codec
+from llm_rl.distributed import (
+    Ranks,
+    all_gather_rows,
+    any_rank,
+    broadcast_path,
+    close,
+    data_parallel,
+    init_ranks,
+    shard,
+    token_share,
+)
+from llm_rl.evaluate import TextCodec, held_out_problems, text_codec
 from llm_rl.experience import Check, Experience, collect, collect_partial, start_groups
 from llm_rl.partial_rollouts import PartialRolloutConfig, UnfinishedGroups
 from llm_rl.precision import autocast, check_precision
-from llm_rl.sampling import SamplingConfig, sequence_log_probs
-from llm_rl.sampling_strategies import SAMPLERS, ProblemSampler, make_sampler
-from llm_rl.sft import MODEL_DIR, set_gradient_checkpointing, stop_signals
+from llm_rl.rl_run import (
+    Learner,
+    UpdateStats,
+    evaluate_and_log,
+    iteration_totals,
+    load_policy,
+    log_iteration,
+    progress_line,
+    restore_state,
+    save_state,
+)
+from llm_rl.sampling import SamplingConfig, row_generators, sequence_log_probs
+from llm_rl.sampling_strategies import SAMPLERS, make_sampler
+from llm_rl.sft import set_gradient_checkpointing, stop_signals
 from llm_rl.tasks import Problem, Task, get_task
 from rl.advantages import group_relative_advantages, leave_one_out_advantages
-from rl.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from rl.config import config_dict
 from rl.errors import UserError
 from rl.pg_losses import clipped_surrogate_loss, kl_k3, mirror_descent_loss, sequence_mean, surrogate_loss, token_mean
-from rl.run_logger import RunLogger, new_run_dir
-from rl.seeding import generator_state, restore_generator, seed_everything
+from rl.run_logger import RunLogger, SilentLogger, new_run_dir
+from rl.seeding import seed_everything
 
 ALGOS = ("kimi", "grpo", "rloo")
 
@@ -265,24 +288,15 @@ Objective = Callable[[Tensor, Experience, RLConfig], Tensor]
 OBJECTIVES: dict[str, Objective] = {"kimi": kimi_objective, "grpo": grpo_objective, "rloo": rloo_objective}
 
 
-@dataclass
-class UpdateStats:
-    """What the gradient steps of one iteration measured."""
-
-    loss: float
-    """Objective at the first gradient step."""
-    log_ratio: float
-    """Mean over responses of log pi_theta(y|x) - log pi_theta_i(y|x) (summed over tokens) after the last step."""
-
-
-def update(model: CausalLM, optimizer: torch.optim.Optimizer, exp: Experience, objective: Objective,
-           cfg: RLConfig) -> UpdateStats:  # fmt: skip
-    """`updates_per_iteration` full-batch gradient steps on the objective."""
+def update(policy: torch.nn.Module, model: CausalLM, optimizer: torch.optim.Optimizer, exp: Experience,
+           objective: Objective, cfg: RLConfig, weight: float = 1.0) -> UpdateStats:  # fmt: skip
+    """`updates_per_iteration` full-batch gradient steps on `weight` times the objective; `policy` is the model's
+    `llm_rl.distributed.data_parallel` wrapper (DDP averages the gradients over the ranks in the backward pass)."""
     losses = []
     for _ in range(cfg.updates_per_iteration):
         with autocast(cfg.precision, cfg.device):
-            log_probs = sequence_log_probs(model, exp.input_ids, exp.attention_mask, exp.completion_mask)  # (B, L)
-        loss = objective(log_probs, exp, cfg)  # float32: sequence_log_probs casts the logits before the softmax
+            log_probs = policy(exp.input_ids, exp.attention_mask, exp.completion_mask)  # (B, L)
+        loss = weight * objective(log_probs, exp, cfg)  # float32: the logits are cast before the softmax
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -308,6 +322,8 @@ class RLResult:
     unfinished: UnfinishedGroups = field(default_factory=UnfinishedGroups)
     """Partial rollouts: the groups still being generated when the run ended (they are in the checkpoint)."""
     stopped: bool = False
+    is_main: bool = True
+    """False on the ranks other than rank 0 of a data-parallel run, which neither log nor save."""
 
 
 def problem_pool(task: Task, spec: RLSpec, cfg: RLConfig) -> list[Problem]:
@@ -322,103 +338,28 @@ def problem_pool(task: Task, spec: RLSpec, cfg: RLConfig) -> list[Problem]:
     return [task.sample(rng, levels[i % len(levels)], "train") for i in range(cfg.pool_size)]
 
 
-def save_state(run_dir: Path, learner: Learner, tokenizer: Tokenizer, spec: RLSpec, iteration: int) -> None:
-    """Weights as a Hugging Face directory; optimiser, sampler, unfinished partial rollouts, iteration and generators
-    in checkpoint.safetensors."""
-    save_causal_lm(learner.model, tokenizer, run_dir / MODEL_DIR, source=spec.init)
-    arrays = {"torch_rng": torch.get_rng_state().numpy(), "sampling_rng": learner.generator.get_state().numpy()}
-    meta = {
-        "iteration": iteration,
-        "rng": generator_state(learner.rng),
-        "optimizer": flatten_state(learner.optimizer.state_dict(), "opt", arrays),
-        "sampler": flatten_state(learner.sampler.state_dict(), "sampler", arrays),
-        "unfinished": flatten_state(learner.unfinished.state_dict(), "unfinished", arrays),
-    }
-    save_checkpoint(run_dir, arrays, meta)
-
-
-def restore_state(run_dir: Path, learner: Learner) -> int:
-    """Loads what `save_state` wrote into the learner; returns the iteration it was taken after."""
-    arrays, meta = load_checkpoint(run_dir)
-    try:
-        learner.optimizer.load_state_dict(unflatten_state(meta["optimizer"], arrays))
-        learner.sampler.load_state_dict(unflatten_state(meta["sampler"], arrays))
-        learner.unfinished.load_state_dict(unflatten_state(meta["unfinished"], arrays))
-    except (KeyError, ValueError, RuntimeError, TypeError) as error:
-        raise UserError(f"the checkpoint in {run_dir} does not fit this run ({error}); start a new run.") from None
-    restore_generator(learner.rng, meta["rng"])
-    torch.set_rng_state(torch.from_numpy(arrays["torch_rng"]))
-    learner.generator.set_state(torch.from_numpy(arrays["sampling_rng"]))
-    return int(meta["iteration"])
-
-
 def run_config(cfg: RLConfig, spec: RLSpec) -> dict:
     """What config.json records: enough to resume the run."""
     return {"spec": config_dict(spec), "rl_config": config_dict(cfg)}
 
 
-def load_policy(spec: RLSpec, resume: Path | None, device: str) -> tuple[CausalLM, Tokenizer]:
-    """The model to train (any local Hugging Face causal LM): the run's last checkpoint when resuming, else --init."""
-    path = Path(resume) / MODEL_DIR if resume is not None else Path(spec.init)
-    if not (path / "config.json").is_file():
-        raise UserError(f"{path} is not a model directory; pass --init RUN_DIR/model written by `rl llm sft`.")
-    model, tokenizer = load_causal_lm_and_tokenizer(path, dtype=torch.float32, device=device)
-    if not model.cfg.eos_token_ids:
-        raise UserError(f"{path} names no eos_token_id in config.json; add one so responses can end.")
-    for module in model.modules():  # GPT-2's dropout, say: the trained log-probs must be the sampled ones (deviation 2)
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-    return model, tokenizer
-
-
-def log_iteration(logger: RunLogger, exp: Experience, stats: UpdateStats, length_weight: float, seconds: float,
-                  iteration: int, cfg: RLConfig) -> None:  # fmt: skip
-    """The fixed tags of one iteration, and some sampled responses as text every `log_every` iterations."""
-    lengths = exp.lengths.float()  # (B,)
-    logger.scalar("reward/mean", exp.rewards.mean().item(), iteration)
-    logger.scalar("reward/accuracy", exp.correct.float().mean().item(), iteration)
-    logger.scalar("reward/length_penalty", length_weight * exp.length_rewards.mean().item(), iteration)
-    logger.scalar("completions/mean_length", lengths.mean().item(), iteration)
-    logger.scalar("completions/clipped_ratio", (lengths >= cfg.max_new_tokens).float().mean().item(), iteration)
-    repeated = sum(reason == "repetition" for reason in exp.finish_reasons) / len(exp.finish_reasons)
-    logger.scalar("completions/repetition_ratio", repeated, iteration)
-    logger.scalar("losses/policy_loss", stats.loss, iteration)
-    logger.scalar("charts/log_ratio", stats.log_ratio, iteration)
-    logger.scalar("charts/entropy", token_mean(-exp.old_log_probs, exp.completion_mask).item(), iteration)
-    logger.scalar("perf/tokens_per_s", exp.generated_tokens / max(seconds, 1e-9), iteration)
-    if cfg.sample_texts and iteration % cfg.log_every == 0:
-        shown = "\n\n".join(f"    {text}".replace("\n", "\n    ") for text in exp.texts[: cfg.sample_texts])
-        logger.writer.add_text("completions", shown, iteration)
-
-
-@dataclass
-class Learner:
-    """What a run changes as it goes; all of it is in the checkpoint."""
-
-    model: CausalLM
-    optimizer: torch.optim.Optimizer
-    sampler: ProblemSampler
-    unfinished: UnfinishedGroups
-    """Partial rollouts: the groups still being generated (empty without partial rollouts)."""
-    rng: np.random.Generator
-    """Draws the problems."""
-    generator: torch.Generator
-    """Draws the responses' tokens (or seeds each partial rollout's own generator)."""
-
-
 def gather(learner: Learner, reference: CausalLM | None, pool: list[Problem], codec: TextCodec, check: Check,
-           cfg: RLConfig, length_weight: float, iteration: int) -> tuple[Experience | None, np.ndarray]:  # fmt: skip
-    """This iteration's experience and its problems' pool indices: k responses to each of problems_per_iteration
-    sampled problems; with partial rollouts, the groups that finished (new problems take the free places)."""
+           cfg: RLConfig, length_weight: float, iteration: int, ranks: Ranks) -> tuple[Experience | None,
+           np.ndarray]:  # fmt: skip
+    """This iteration's experience (this rank's share of the problems) and all its problems' pool indices: k
+    responses to each of problems_per_iteration sampled problems, each from its own generator; with partial rollouts,
+    the groups that finished (new problems take the free places)."""
     learner.model.eval()
     sampling = SamplingConfig(cfg.max_new_tokens, cfg.temperature, stop_token_ids=codec.stop_ids)
     k = cfg.samples_per_problem
     if not cfg.partial_rollouts:
-        indices = learner.sampler.sample(cfg.problems_per_iteration, learner.rng)
-        problems = [pool[i] for i in indices]
+        indices = learner.sampler.sample(cfg.problems_per_iteration, learner.rng)  # alike on every rank
+        generators = row_generators(learner.generator, len(indices) * k)  # (P * G,) alike on every rank
+        mine = shard(range(len(indices)), ranks)
+        problems = [pool[indices[j]] for j in mine]
         with autocast(cfg.precision, cfg.device):
             exp = collect(learner.model, reference, problems, codec, check, k, sampling, length_weight,
-                          learner.generator)  # fmt: skip
+                          [generators[j * k + i] for j in mine for i in range(k)])  # fmt: skip
         return exp, indices
     free = max(cfg.problems_per_iteration - len(learner.unfinished.groups), 0)
     groups = start_groups(learner.sampler.sample(free, learner.rng), pool, codec, k, learner.generator)
@@ -428,55 +369,76 @@ def gather(learner: Learner, reference: CausalLM | None, pool: list[Problem], co
     return exp, np.array(finished, dtype=np.int64)
 
 
-def progress_line(iteration: int, result: RLResult, stats: UpdateStats | None, window: int, evaluated: bool) -> str:
-    """`iteration 20 | accuracy 0.613 | loss 0.0625 | log ratio -0.112 | eval accuracy 0.562`."""
-    recent = result.mean_rewards[-window:]
-    line = f"iteration {iteration} | accuracy {sum(recent) / max(len(recent), 1):.3f}"
-    if stats is not None:
-        line += f" | loss {stats.loss:.4f} | log ratio {stats.log_ratio:.3f}"
-    return line + (f" | eval accuracy {result.evals[-1][1]:.3f}" if evaluated else "")
+LOSS_MEAN_OVER = {"kimi": "sequences", "grpo": "sequences", "rloo": "tokens"}
+"""What each objective averages over; a token mean is rescaled on each rank (`llm_rl.distributed.token_share`)."""
+
+
+def new_learner(cfg: RLConfig, spec: RLSpec, resume: Path | None, ranks: Ranks, pool: list[Problem],
+                rng: np.random.Generator) -> tuple[Learner, Tokenizer, CausalLM | None]:  # fmt: skip
+    """The learner at its start (the model from --init or the run being resumed), its tokenizer, and GRPO's frozen
+    reference model when its KL term is on."""
+    model, tokenizer = load_policy(spec, resume, str(ranks.device))
+    set_gradient_checkpointing(model, cfg.gradient_checkpointing)
+    reference = None
+    if spec.algo == "grpo" and cfg.kl_coef > 0:
+        reference = load_policy(spec, None, str(ranks.device))[0].eval().requires_grad_(False)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, betas=cfg.adam_betas)
+    sampler = make_sampler(cfg.sampler, [p.level for p in pool], cfg.success_decay, cfg.priority_floor, cfg.advance_at)
+    generator = torch.Generator().manual_seed(spec.seed)
+    return Learner(model, optimizer, sampler, UnfinishedGroups(), rng, generator), tokenizer, reference
+
+
+def learn_from(exp: Experience, indices: np.ndarray, learner: Learner, policy: torch.nn.Module, cfg: RLConfig,
+               spec: RLSpec, ranks: Ranks) -> dict[str, float]:  # fmt: skip
+    """Updates the problems' success rates, takes the iteration's gradient steps; returns the totals to log."""
+    success = all_gather_rows(exp.correct.float().mean(1), ranks)  # (P,) every rank's problems, in sampled order
+    learner.sampler.update(indices, success.numpy())
+    if cfg.reset_optimizer:
+        learner.optimizer.state.clear()
+    weight = token_share(exp.completion_mask, ranks) if LOSS_MEAN_OVER[spec.algo] == "tokens" else 1.0
+    stats = update(policy, learner.model, learner.optimizer, exp, OBJECTIVES[spec.algo], cfg, weight)
+    return iteration_totals(exp, stats, cfg, ranks)
 
 
 def train(cfg: RLConfig, spec: RLSpec, resume: Path | None = None) -> RLResult:
-    """RL fine-tuning of spec.init with spec.algo; `resume` continues a run directory."""
+    """RL fine-tuning of spec.init with spec.algo; `resume` continues a run directory. Under torchrun each of the
+    processes samples and trains on its share of every iteration's problems (`llm_rl.distributed`)."""
     if spec.algo not in OBJECTIVES:
         raise UserError(f"unknown algorithm {spec.algo!r}; pick one of {', '.join(ALGOS)}.")
     torch.set_num_threads(cfg.num_threads)
+    ranks = init_ranks(cfg.device)
+    if ranks.world_size > 1 and cfg.partial_rollouts:
+        raise UserError("partial rollouts run in one process only; set partial_rollouts=false or run without torchrun.")
     task = get_task(spec.task)
     pool = problem_pool(task, spec, cfg)
     eval_levels = tuple(lv for lv in task.held_out_levels if not cfg.levels or lv in cfg.levels)
     eval_set = held_out_problems(task, cfg.eval_problems * len(eval_levels), spec.seed + 1, eval_levels)
-    rng = seed_everything(spec.seed)
-    model, tokenizer = load_policy(spec, resume, cfg.device)
-    set_gradient_checkpointing(model, cfg.gradient_checkpointing)
-    reference = None
-    if spec.algo == "grpo" and cfg.kl_coef > 0:
-        reference = load_policy(spec, None, cfg.device)[0].eval().requires_grad_(False)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, betas=cfg.adam_betas)
-    sampler = make_sampler(cfg.sampler, [p.level for p in pool], cfg.success_decay, cfg.priority_floor, cfg.advance_at)
-    learner = Learner(model, optimizer, sampler, UnfinishedGroups(), rng, torch.Generator().manual_seed(spec.seed))
-    run_dir = Path(resume) if resume is not None else new_run_dir(spec.runs_dir, spec.task, spec.algo, spec.seed)
+    eval_set = eval_set if ranks.is_main else []
+    learner, tokenizer, reference = new_learner(cfg, spec, resume, ranks, pool, seed_everything(spec.seed))
+    model, policy, codec = learner.model, data_parallel(learner.model, ranks), text_codec(learner.model, tokenizer)
+    made = new_run_dir(spec.runs_dir, spec.task, spec.algo, spec.seed) if resume is None and ranks.is_main else None
+    run_dir = broadcast_path(Path(resume) if resume is not None else made, ranks)
     iteration = 0 if resume is None else restore_state(run_dir, learner)
-    codec, objective = text_codec(model, tokenizer), OBJECTIVES[spec.algo]
-    logger = RunLogger(run_dir, run_config(cfg, spec), cfg.iterations, iteration, print_every=2**62, quiet=spec.quiet)
+    logger = SilentLogger()
+    if ranks.is_main:
+        logger = RunLogger(run_dir, run_config(cfg, spec), cfg.iterations, iteration, print_every=2**62,
+                           quiet=spec.quiet)  # fmt: skip
     logger.line(f"{spec.algo} on {spec.task}: {len(pool)} training problems, sampler {cfg.sampler} -> {run_dir}")
-    result = RLResult(run_dir, model, iteration, unfinished=learner.unfinished)
+    result = RLResult(run_dir, model, iteration, unfinished=learner.unfinished, is_main=ranks.is_main)
     if eval_set and resume is None:
         result.evals.append((0, evaluate_and_log(model, tokenizer, task, eval_set, cfg, logger, 0)))
     with stop_signals() as stop:
-        while iteration < cfg.iterations and not stop.is_set():
+        while iteration < cfg.iterations and not any_rank(stop.is_set(), ranks):
             started = time.perf_counter()
             length_weight = cfg.length_penalty_weight if iteration >= cfg.length_penalty_warmup else 0.0
-            exp, indices = gather(learner, reference, pool, codec, task.check, cfg, length_weight, iteration)
+            exp, indices = gather(learner, reference, pool, codec, task.check, cfg, length_weight, iteration, ranks)
             model.train()
-            stats = None
+            totals = None
             if exp is not None:  # None: partial rollouts where no group finished this iteration
-                sampler.update(indices, exp.correct.float().mean(1).numpy())
-                if cfg.reset_optimizer:
-                    optimizer.state.clear()
-                stats = update(model, optimizer, exp, objective, cfg)
-                result.mean_rewards.append(exp.correct.float().mean().item())
-                log_iteration(logger, exp, stats, length_weight, time.perf_counter() - started, iteration + 1, cfg)
+                totals = learn_from(exp, indices, learner, policy, cfg, spec, ranks)
+                result.mean_rewards.append(totals["correct"] / totals["responses"])
+                log_iteration(logger, totals, exp.texts, length_weight, time.perf_counter() - started, iteration + 1,
+                              cfg)  # fmt: skip
             iteration += 1
             logger.scalar("completions/unfinished_groups", len(learner.unfinished.groups), iteration)
             logger.progress(iteration)
@@ -488,21 +450,13 @@ def train(cfg: RLConfig, spec: RLSpec, resume: Path | None = None) -> RLResult:
                     (iteration, evaluate_and_log(model, tokenizer, task, eval_set, cfg, logger, iteration))
                 )
             if iteration % cfg.log_every == 0 or iteration == cfg.iterations:
-                logger.line(progress_line(iteration, result, stats, cfg.log_every, evaluated))
-            if cfg.checkpoint_every and iteration % cfg.checkpoint_every == 0 and iteration < cfg.iterations:
+                logger.line(progress_line(iteration, result, totals, cfg.log_every, evaluated))
+            checkpoint_due = cfg.checkpoint_every and iteration % cfg.checkpoint_every == 0
+            if ranks.is_main and checkpoint_due and iteration < cfg.iterations:
                 save_state(run_dir, learner, tokenizer, spec, iteration)
-        save_state(run_dir, learner, tokenizer, spec, iteration)
+        if ranks.is_main:
+            save_state(run_dir, learner, tokenizer, spec, iteration)
     logger.close()
+    close(ranks)
     result.iterations, result.stopped = iteration, iteration < cfg.iterations
     return result
-
-
-def evaluate_and_log(model: CausalLM, tokenizer: Tokenizer, task: Task, problems: list[Problem], cfg: RLConfig,
-                     logger: RunLogger, iteration: int) -> float:  # fmt: skip
-    """Greedy accuracy on the fixed held-out problems, logged overall and per level."""
-    with autocast(cfg.precision, cfg.device):
-        result = evaluate(model, tokenizer, problems, max_new_tokens=cfg.max_new_tokens, check=task.check)
-    logger.scalar("eval/accuracy", result.accuracy, iteration)
-    for level, accuracy in result.per_level.items():
-        logger.scalar(f"eval/accuracy_level_{level}", accuracy, iteration)
-    return result.accuracy

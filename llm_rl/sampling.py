@@ -97,6 +97,13 @@ def uniforms(batch_size: int, generator: torch.Generator | Sequence[torch.Genera
     return torch.cat([torch.rand(1, 1, generator=row) for row in generator])
 
 
+def row_generators(generator: torch.Generator, count: int) -> list[torch.Generator]:
+    """`count` CPU generators, each seeded by a draw from `generator`: one per row, so a row draws the same tokens
+    whichever batch it is sampled in (partial rollouts, and data-parallel ranks that each sample a slice)."""
+    seeds = torch.randint(2**62, (count,), generator=generator).tolist()
+    return [torch.Generator().manual_seed(seed) for seed in seeds]
+
+
 def draw_tokens(log_q: Tensor, generator: torch.Generator | Sequence[torch.Generator]) -> Tensor:
     """One token per row (B,) from log q (B, V), by inverting the CDF at a uniform from the CPU `generator`(s)."""
     q = log_q.exp()

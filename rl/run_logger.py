@@ -65,6 +65,9 @@ class RunLogger:
     def scalar(self, tag: str, value: float, step: int) -> None:
         self.writer.add_scalar(tag, value, step)
 
+    def text(self, tag: str, text: str, step: int) -> None:
+        self.writer.add_text(tag, text, step)
+
     def episodes(self, finished: list[EpisodeStats], step: int) -> None:
         """One `charts/episodic_return` and `charts/episodic_length` point per finished training episode."""
         for episode in finished:
@@ -102,3 +105,17 @@ def format_rate(rate: float) -> str:
         if rate >= limit:
             return f"{rate / limit:.1f}{suffix}"
     return f"{rate:.0f}"
+
+
+class SilentLogger:
+    """A RunLogger that writes nothing: what the ranks other than rank 0 of a data-parallel run log to."""
+
+    def scalar(self, tag: str, value: float, step: int) -> None: ...
+
+    def text(self, tag: str, text: str, step: int) -> None: ...
+
+    def progress(self, step: int) -> None: ...
+
+    def line(self, text: str) -> None: ...
+
+    def close(self) -> None: ...

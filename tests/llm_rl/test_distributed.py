@@ -1,6 +1,7 @@
 """Data-parallel training: two gloo processes under torchrun, each sampling and updating on half of the problems,
-end with the same gradients, parameters and gathered rewards as one process on all of them; uneven splits are
-refused."""
+end with the same gradients, parameters and gathered rewards as one process on all of them, both for one hand-made
+iteration and for `rl_trainer.train` (Kimi's sequence mean, RLOO's token mean rescaled per rank); uneven splits and
+partial rollouts are refused."""
 
 from __future__ import annotations
 
@@ -15,25 +16,32 @@ import torch
 from safetensors.torch import load_file
 
 from llm_rl.distributed import Ranks, shard
+from llm_rl.hf_io import load_pretrained
+from llm_rl.rl_trainer import RLConfig, RLSpec, train
 from rl.errors import UserError
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
+TRAIN_WORKER = Path(__file__).with_name("distributed_train_worker.py")
+
+
+def torchrun(worker: Path, processes: int, *args: str) -> subprocess.CompletedProcess:
+    """Runs `worker args...` under torchrun with `processes` CPU processes."""
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*launch, str(worker), *args], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
 
 
 def torchrun_worker(out: Path, processes: int) -> dict[str, torch.Tensor]:
     """What the worker's rank 0 wrote after running under torchrun with `processes` CPU processes."""
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
-    done = subprocess.run([*launch, str(WORKER), str(out)], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    torchrun(WORKER, processes, str(out))
     return load_file(out)
 
 
 @pytest.mark.usefixtures("one_thread")
 def test_two_gloo_processes_take_the_single_process_step(tmp_path):
-    spec = importlib.util.spec_from_file_location("distributed_worker", WORKER)
-    worker = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(worker)
+    worker = load_worker(WORKER)
     assert "WORLD_SIZE" not in os.environ  # in this process: one rank, no process group
     worker.main(str(tmp_path / "one.safetensors"))
     alone = load_file(tmp_path / "one.safetensors")
@@ -51,3 +59,35 @@ def test_shards_are_contiguous_and_even():
     assert [shard(range(6), Ranks(r, 3, torch.device("cpu"))) for r in range(3)] == [[0, 1], [2, 3], [4, 5]]
     with pytest.raises(UserError, match="5 problems per iteration do not split evenly over 2 processes"):
         shard(range(5), Ranks(0, 2, torch.device("cpu")))
+
+
+def load_worker(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    worker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(worker)
+    return worker
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("algo", ["kimi", "rloo"])
+def test_rl_training_in_two_gloo_processes_equals_one_process(algo: str, warm_model: str, tmp_path):
+    worker = load_worker(TRAIN_WORKER)
+    worker.main(algo, warm_model, str(tmp_path / "alone"), str(tmp_path / "one.safetensors"))
+    alone = load_file(tmp_path / "one.safetensors")
+    torchrun(TRAIN_WORKER, 2, algo, warm_model, str(tmp_path / "split"), str(tmp_path / "two.safetensors"))
+    split = load_file(tmp_path / "two.safetensors")
+    assert [run.name.startswith(f"addition__{algo}") for run in (tmp_path / "split").iterdir()] == [True]  # rank 0's
+    assert split["mean_rewards"].tolist() == alone["mean_rewards"].tolist()  # the same responses were sampled
+    assert 0 < alone["mean_rewards"].mean() < 1
+    initial = dict(load_pretrained(warm_model)[0].named_parameters())
+    for name, value in alone.items():
+        if name.startswith("param."):
+            assert not torch.equal(value, initial[name.removeprefix("param.")]), name  # every parameter moved
+            # unweighted RLOO shards (a mean of each rank's token means) end 4e-4 away; these match to float error
+            torch.testing.assert_close(split[name], value, atol=1e-5, rtol=0, msg=name)
+
+
+def test_partial_rollouts_are_refused_with_more_than_one_process(warm_model: str, tmp_path, monkeypatch):
+    monkeypatch.setattr("llm_rl.rl_trainer.init_ranks", lambda device: Ranks(0, 2, torch.device("cpu")))
+    with pytest.raises(UserError, match="partial rollouts run in one process only"):
+        train(RLConfig(partial_rollouts=True), RLSpec("kimi", warm_model, "addition", runs_dir=str(tmp_path)))

@@ -28,8 +28,6 @@ from llm_rl.rl_trainer import (
 )
 from llm_rl.sampling import SamplingConfig
 from llm_rl.sampling_strategies import CurriculumSampler, PrioritizedSampler, SuccessRates, make_sampler
-from llm_rl.sft import SFTConfig, SFTSpec
-from llm_rl.sft import train as sft_train
 from llm_rl.tasks import get_task
 from rl.checkpoint import load_checkpoint, unflatten_state
 from rl.errors import UserError
@@ -178,18 +176,10 @@ LEVEL_ONE = dict(levels=(1,), problems_per_iteration=4, samples_per_problem=8, m
                  log_every=100, sample_texts=0, pool_size=4, sampler="uniform", learning_rate=1e-3)  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def warm_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A briefly supervised tiny model: right on some level-1 additions, wrong on others."""
-    runs = tmp_path_factory.mktemp("sft")
-    cfg = SFTConfig(steps=160, levels=(1,), eval_levels=(1,), eval_problems=0, learning_rate=1e-2, warmup_steps=10)
-    return str(sft_train(cfg, SFTSpec("addition", seed=0, runs_dir=str(runs), quiet=True)).checkpoint)
-
-
 def test_kimi_raises_the_mean_reward_on_the_easiest_level(warm_model: str, tmp_path):
     cfg = RLConfig(iterations=20, checkpoint_every=0, **LEVEL_ONE)
     result = train(cfg, RLSpec("kimi", warm_model, "addition", seed=0, runs_dir=str(tmp_path), quiet=True))
-    first, last = np.mean(result.mean_rewards[:5]), np.mean(result.mean_rewards[-5:])  # seed 0: 0.55 -> 0.86
+    first, last = np.mean(result.mean_rewards[:5]), np.mean(result.mean_rewards[-5:])  # seed 0: 0.42 -> 0.79
     assert first < 0.7 and last > 0.75 and last > first + 0.15, (first, last)
 
 
