@@ -15,18 +15,24 @@ Choices:
 2. `peft.get_peft_model` changes the given model in place (its Linear layers become LoRA layers). Our Transformer comes
    back inside peft's wrapper, which forwards attributes; an `HFCausalLM` comes back as itself with peft's wrapper
    inside. Either way `sampling.generate` and `sequence_log_probs` take the result unchanged.
+3. A training run checkpoints the adapters (`adapter_state`, peft's names) beside a merged copy of the model
+   (`save_merged_copy`); resuming rebuilds W0 from the run's initial model and loads the adapters back
+   (`load_adapter_state`), which continues exactly, where loading the merged weights and adding fresh adapters
+   would not.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from torch import nn
+from torch import Tensor, nn
 
 from llm_rl.causal_lm import CausalLM, HFCausalLM, save_causal_lm
 from llm_rl.model import Transformer
+from rl.errors import UserError
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -56,7 +62,10 @@ class LoRAConfig:
 
 def with_lora(model: CausalLM, cfg: LoRAConfig) -> PeftModel | HFCausalLM:
     """`model` with adapters on its block linears; only the adapters require gradients (the model changes in place)."""
-    from peft import LoraConfig, get_peft_model
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise UserError("LoRA needs the peft package: pip install peft (or set lora_rank=0).") from None
 
     targets: list[str] | str = list(cfg.target_modules)
     if not targets:  # peft's "all-linear" skips the output layer of a transformers model; ours names its layers
@@ -85,3 +94,32 @@ def save_merged(model: PeftModel | HFCausalLM, tokenizer: Tokenizer | None, path
                 source: str | Path | None = None) -> Path:  # fmt: skip
     """Merges the adapters (`merged`) and writes the model as a Hugging Face directory; `source`: where it came from."""
     return save_causal_lm(merged(model), tokenizer, path, source)
+
+
+def save_merged_copy(model: PeftModel | HFCausalLM, tokenizer: Tokenizer | None, path: str | Path,
+                     source: str | Path | None = None) -> Path:  # fmt: skip
+    """`save_merged` of a copy, leaving `model` and its adapters as they are (for checkpoints during training)."""
+    return save_merged(copy.deepcopy(model), tokenizer, path, source)
+
+
+def peft_model(model: PeftModel | HFCausalLM) -> PeftModel:
+    """peft's wrapper inside a model from `with_lora`."""
+    return model.hf if isinstance(model, HFCausalLM) else model
+
+
+def adapter_state(model: PeftModel | HFCausalLM) -> dict[str, Tensor]:
+    """The adapters' weights by peft's names, on the CPU (what a checkpoint keeps of a LoRA run)."""
+    from peft import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(peft_model(model))
+    return {name: weight.detach().cpu().contiguous() for name, weight in state.items()}
+
+
+def load_adapter_state(model: PeftModel | HFCausalLM, state: dict[str, Tensor]) -> None:
+    """Loads `adapter_state`'s weights into a model from `with_lora` of the same shape; ValueError if they differ."""
+    from peft import set_peft_model_state_dict
+
+    expected = adapter_state(model)
+    if state.keys() != expected.keys() or any(state[k].shape != expected[k].shape for k in expected):
+        raise ValueError(f"the saved adapters ({len(state)} tensors) do not fit this model's ({len(expected)})")
+    set_peft_model_state_dict(peft_model(model), state)

@@ -46,8 +46,9 @@ Deviations and choices:
    sampled policy could reach) no 60-iteration run at 1e-4 raised it: 0.597 with the other defaults,
    0.653 with 1 update per iteration, 0.623 on levels 4-6 only, 0.563 at temperature 0.5, 0.573 at 1.5. One
    iteration fits its 16 problems (at 3e-4 their sample accuracy rose 0.16 -> 0.26) but does not carry over to
-   held-out ones, and easy levels drift (level 1: 1.00 -> 0.88). At 2e-5 (0.667 after 60 iterations) and 3e-5
-   (0.657 after 150) held-out accuracy stays where it was: the default no longer harms, but does not gain either.
+   held-out ones, and easy levels drift (level 1: 1.00 -> 0.88). At 2e-5 (0.667 after 60 iterations; 0.680 with
+   per-response generators, which draw other tokens) and 3e-5 (0.657 after 150) held-out accuracy stays about where
+   it was: the default no longer harms, but does not gain either.
 8. Not implemented: long2short RL as part of this loop (section 2.4; `llm_rl.long2short` has merging, shortest
    rejection sampling and the capped length reward).
 9. Scale: `precision = "bf16"` runs sampling, the log-prob passes and the evaluations under bfloat16 autocast over
@@ -86,6 +87,7 @@ from llm_rl.distributed import (
 )
 from llm_rl.evaluate import TextCodec, held_out_problems, text_codec
 from llm_rl.experience import Check, Experience, collect, collect_partial, start_groups
+from llm_rl.lora import LoRAConfig, trainable_parameters, with_lora
 from llm_rl.partial_rollouts import PartialRolloutConfig, UnfinishedGroups
 from llm_rl.precision import autocast, check_precision
 from llm_rl.rl_run import (
@@ -193,6 +195,12 @@ class RLConfig:
     """fp32, or bf16: bfloat16 autocast of sampling and forward passes over float32 weights (llm_rl.precision)."""
     gradient_checkpointing: bool = False
     """Recompute each transformer block in the backward pass instead of keeping its activations (saves memory)."""
+    lora_rank: int = 0
+    """Train LoRA adapters of this rank on the block linears instead of every weight (peft); 0 trains every weight."""
+    lora_alpha: float = 16.0
+    """LoRA: the adapters' update B A is scaled by lora_alpha / lora_rank."""
+    lora_target_modules: tuple[str, ...] = ()
+    """LoRA: names of the linear layers that get adapters; empty: every linear layer inside the blocks."""
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
@@ -214,6 +222,8 @@ class RLConfig:
             raise ValueError("segment_tokens must be >= 1, repetition_max_ngram and repetition_min_tokens >= 0")
         if self.repetition_min_repeats < 2:
             raise ValueError("repetition_min_repeats must be >= 2")
+        if self.lora_rank < 0 or self.lora_alpha <= 0:
+            raise ValueError("lora_rank must be >= 0 (0 turns LoRA off) and lora_alpha > 0")
 
     @property
     def partial_rollout_config(self) -> PartialRolloutConfig:
@@ -377,15 +387,18 @@ def new_learner(cfg: RLConfig, spec: RLSpec, resume: Path | None, ranks: Ranks, 
                 rng: np.random.Generator) -> tuple[Learner, Tokenizer, CausalLM | None]:  # fmt: skip
     """The learner at its start (the model from --init or the run being resumed), its tokenizer, and GRPO's frozen
     reference model when its KL term is on."""
-    model, tokenizer = load_policy(spec, resume, str(ranks.device))
+    lora = cfg.lora_rank > 0  # a LoRA run resumes from its initial model plus the saved adapters
+    model, tokenizer = load_policy(spec, None if lora else resume, str(ranks.device))
     set_gradient_checkpointing(model, cfg.gradient_checkpointing)
+    if lora:
+        model = with_lora(model, LoRAConfig(cfg.lora_rank, cfg.lora_alpha, target_modules=cfg.lora_target_modules))
     reference = None
     if spec.algo == "grpo" and cfg.kl_coef > 0:
         reference = load_policy(spec, None, str(ranks.device))[0].eval().requires_grad_(False)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, betas=cfg.adam_betas)
+    optimizer = torch.optim.Adam(trainable_parameters(model), lr=cfg.learning_rate, betas=cfg.adam_betas)
     sampler = make_sampler(cfg.sampler, [p.level for p in pool], cfg.success_decay, cfg.priority_floor, cfg.advance_at)
     generator = torch.Generator().manual_seed(spec.seed)
-    return Learner(model, optimizer, sampler, UnfinishedGroups(), rng, generator), tokenizer, reference
+    return Learner(model, optimizer, sampler, UnfinishedGroups(), rng, generator, lora), tokenizer, reference
 
 
 def learn_from(exp: Experience, indices: np.ndarray, learner: Learner, policy: torch.nn.Module, cfg: RLConfig,

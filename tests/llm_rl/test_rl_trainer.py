@@ -15,6 +15,7 @@ import torch
 from llm_rl.evaluate import text_codec
 from llm_rl.experience import Experience, collect_partial, start_groups
 from llm_rl.hf_io import load_pretrained
+from llm_rl.lora import BLOCK_LINEARS
 from llm_rl.partial_rollouts import PartialRolloutConfig, UnfinishedGroups
 from llm_rl.rl_trainer import (
     RLConfig,
@@ -322,3 +323,24 @@ def test_cli_train_writes_tags_checkpoint_and_resumes(warm_model: str, tmp_path,
     # sorted: two event files written in the same second are read in the order of their names' counters (".10" first)
     assert sorted(e.step for e in events.Scalars("reward/mean")) == [1, 2, 3]
     assert "completions/text_summary" in events.Tags()["tensors"]
+
+
+def test_lora_run_trains_adapters_saves_a_merged_model_and_resumes_exactly(warm_model: str, tmp_path):
+    pytest.importorskip("peft")
+    spec = RLSpec("kimi", warm_model, "addition", seed=2, runs_dir=str(tmp_path), quiet=True)
+    lora = dict(lora_rank=4, lora_alpha=8.0, **LEVEL_ONE)
+    whole = train(RLConfig(iterations=3, **lora), spec)
+    trained = [n for n, p in whole.model.named_parameters() if p.requires_grad]
+    assert trained and all("lora_" in n for n in trained)
+    initial, saved = (
+        load_pretrained(warm_model)[0].state_dict(),
+        load_pretrained(whole.run_dir / "model")[0].state_dict(),
+    )
+    assert saved.keys() == initial.keys()  # the merged model has the original shape
+    moved = {name for name in saved if not torch.equal(saved[name], initial[name])}
+    assert moved and all(name.split(".")[-2] in BLOCK_LINEARS for name in moved)  # only the adapted linears changed
+    first = train(RLConfig(iterations=2, **lora), spec)
+    resumed = train(RLConfig(iterations=3, **lora), spec, resume=first.run_dir)
+    assert first.mean_rewards + resumed.mean_rewards == whole.mean_rewards
+    for (name, p), q in zip(resumed.model.named_parameters(), whole.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, msg=name)
