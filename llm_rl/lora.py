@@ -16,7 +16,7 @@ Choices:
    back inside peft's wrapper, which forwards attributes; an `HFCausalLM` comes back as itself with peft's wrapper
    inside. Either way `sampling.generate` and `sequence_log_probs` take the result unchanged.
 3. A training run checkpoints the adapters (`adapter_state`, peft's names) beside a merged copy of the model
-   (`save_merged_copy`); resuming rebuilds W0 from the run's initial model and loads the adapters back
+   (`save_training_model`); resuming rebuilds W0 from the run's initial model and loads the adapters back
    (`load_adapter_state`), which continues exactly, where loading the merged weights and adding fresh adapters
    would not.
 """
@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+import torch
 from torch import Tensor, nn
 
 from llm_rl.causal_lm import CausalLM, HFCausalLM, save_causal_lm
@@ -96,15 +98,15 @@ def save_merged(model: PeftModel | HFCausalLM, tokenizer: Tokenizer | None, path
     return save_causal_lm(merged(model), tokenizer, path, source)
 
 
-def save_merged_copy(model: PeftModel | HFCausalLM, tokenizer: Tokenizer | None, path: str | Path,
-                     source: str | Path | None = None) -> Path:  # fmt: skip
-    """`save_merged` of a copy, leaving `model` and its adapters as they are (for checkpoints during training)."""
-    return save_merged(copy.deepcopy(model), tokenizer, path, source)
-
-
 def peft_model(model: PeftModel | HFCausalLM) -> PeftModel:
     """peft's wrapper inside a model from `with_lora`."""
     return model.hf if isinstance(model, HFCausalLM) else model
+
+
+def is_lora(model: nn.Module) -> bool:
+    """Whether `model` came from `with_lora` (and still has its adapters)."""
+    inner = model.hf if isinstance(model, HFCausalLM) else model
+    return hasattr(inner, "peft_config")
 
 
 def adapter_state(model: PeftModel | HFCausalLM) -> dict[str, Tensor]:
@@ -123,3 +125,21 @@ def load_adapter_state(model: PeftModel | HFCausalLM, state: dict[str, Tensor]) 
     if state.keys() != expected.keys() or any(state[k].shape != expected[k].shape for k in expected):
         raise ValueError(f"the saved adapters ({len(state)} tensors) do not fit this model's ({len(expected)})")
     set_peft_model_state_dict(peft_model(model), state)
+
+
+def save_training_model(model: CausalLM | PeftModel, tokenizer: Tokenizer | None, path: str | Path,
+                        source: str | Path | None, arrays: dict[str, np.ndarray]) -> Path:  # fmt: skip
+    """A training run's checkpoint of the model: a Hugging Face directory at `path` (for a LoRA model, a merged copy,
+    training goes on with the adapters), and a LoRA model's adapters added to the checkpoint's `arrays` as
+    "lora.<name>"."""
+    if not is_lora(model):
+        return save_causal_lm(model, tokenizer, path, source)
+    arrays.update({f"lora.{name}": weight.numpy() for name, weight in adapter_state(model).items()})
+    return save_merged(copy.deepcopy(model), tokenizer, path, source)
+
+
+def restore_adapters(model: CausalLM | PeftModel, arrays: dict[str, np.ndarray]) -> None:
+    """Loads the "lora.<name>" arrays of a checkpoint into a LoRA model; nothing for a model without adapters."""
+    if is_lora(model):
+        load_adapter_state(model, {k.removeprefix("lora."): torch.from_numpy(v) for k, v in arrays.items()
+                                   if k.startswith("lora.")})  # fmt: skip

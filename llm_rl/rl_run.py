@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from llm_rl.causal_lm import CausalLM, load_causal_lm_and_tokenizer, save_causal_lm
+from llm_rl.causal_lm import CausalLM, load_causal_lm_and_tokenizer
 from llm_rl.distributed import Ranks, all_sum
 from llm_rl.evaluate import evaluate
 from llm_rl.experience import Experience
-from llm_rl.lora import adapter_state, load_adapter_state, save_merged_copy
+from llm_rl.lora import restore_adapters, save_training_model
 from llm_rl.partial_rollouts import UnfinishedGroups
 from llm_rl.precision import autocast
 from llm_rl.sampling_strategies import ProblemSampler
@@ -50,8 +50,6 @@ class Learner:
     """Draws the problems."""
     generator: torch.Generator
     """Draws the responses' tokens (or seeds each partial rollout's own generator)."""
-    lora: bool = False
-    """Only LoRA adapters train (`llm_rl.lora.with_lora`); the checkpoint keeps them beside the merged model."""
 
 
 @dataclass
@@ -82,11 +80,7 @@ def save_state(run_dir: Path, learner: Learner, tokenizer: Tokenizer, spec: RLSp
     """Weights as a Hugging Face directory (LoRA's merged in); optimiser, sampler, unfinished partial rollouts,
     iteration, generators and LoRA's adapters in checkpoint.safetensors."""
     arrays = {"torch_rng": torch.get_rng_state().numpy(), "sampling_rng": learner.generator.get_state().numpy()}
-    if learner.lora:
-        save_merged_copy(learner.model, tokenizer, run_dir / MODEL_DIR, source=spec.init)
-        arrays |= {f"lora.{name}": weight.numpy() for name, weight in adapter_state(learner.model).items()}
-    else:
-        save_causal_lm(learner.model, tokenizer, run_dir / MODEL_DIR, source=spec.init)
+    save_training_model(learner.model, tokenizer, run_dir / MODEL_DIR, spec.init, arrays)
     meta = {
         "iteration": iteration,
         "rng": generator_state(learner.rng),
@@ -101,11 +95,7 @@ def restore_state(run_dir: Path, learner: Learner) -> int:
     """Loads what `save_state` wrote into the learner; returns the iteration it was taken after."""
     arrays, meta = load_checkpoint(run_dir)
     try:
-        if learner.lora:
-            adapters = {
-                k.removeprefix("lora."): torch.from_numpy(v) for k, v in arrays.items() if k.startswith("lora.")
-            }
-            load_adapter_state(learner.model, adapters)
+        restore_adapters(learner.model, arrays)
         learner.optimizer.load_state_dict(unflatten_state(meta["optimizer"], arrays))
         learner.sampler.load_state_dict(unflatten_state(meta["sampler"], arrays))
         learner.unfinished.load_state_dict(unflatten_state(meta["unfinished"], arrays))

@@ -398,7 +398,7 @@ def new_learner(cfg: RLConfig, spec: RLSpec, resume: Path | None, ranks: Ranks, 
     optimizer = torch.optim.Adam(trainable_parameters(model), lr=cfg.learning_rate, betas=cfg.adam_betas)
     sampler = make_sampler(cfg.sampler, [p.level for p in pool], cfg.success_decay, cfg.priority_floor, cfg.advance_at)
     generator = torch.Generator().manual_seed(spec.seed)
-    return Learner(model, optimizer, sampler, UnfinishedGroups(), rng, generator, lora), tokenizer, reference
+    return Learner(model, optimizer, sampler, UnfinishedGroups(), rng, generator), tokenizer, reference
 
 
 def learn_from(exp: Experience, indices: np.ndarray, learner: Learner, policy: torch.nn.Module, cfg: RLConfig,

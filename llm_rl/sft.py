@@ -42,8 +42,9 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 from torch import Tensor
 
-from llm_rl.causal_lm import CausalLM, HFCausalLM, load_causal_lm_and_tokenizer, save_causal_lm
+from llm_rl.causal_lm import CausalLM, HFCausalLM, load_causal_lm_and_tokenizer
 from llm_rl.evaluate import EvalResult, TextCodec, evaluate, held_out_problems, text_codec
+from llm_rl.lora import LoRAConfig, restore_adapters, save_training_model, trainable_parameters, with_lora
 from llm_rl.model import Transformer, num_parameters, preset
 from llm_rl.precision import autocast, check_precision
 from llm_rl.tasks import Problem, Task, get_task
@@ -100,9 +101,15 @@ class SFTConfig:
     """fp32, or bf16: bfloat16 autocast of the forward passes over float32 weights (llm_rl.precision)."""
     gradient_checkpointing: bool = False
     """Recompute each transformer block in the backward pass instead of keeping its activations (saves memory)."""
+    lora_rank: int = 0
+    """Train LoRA adapters of this rank on the block linears of the --model instead of every weight; 0: every weight."""
+    lora_alpha: float = 16.0
+    """LoRA: the adapters' update B A is scaled by lora_alpha / lora_rank."""
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
+        if self.lora_rank < 0 or self.lora_alpha <= 0:
+            raise ValueError("lora_rank must be >= 0 (0 turns LoRA off) and lora_alpha > 0")
         if min(self.steps, self.batch_size, self.max_new_tokens, self.log_every, self.num_threads) < 1:
             raise ValueError("steps, batch_size, max_new_tokens, log_every and num_threads must be >= 1")
         if min(self.warmup_steps, self.eval_every, self.checkpoint_every, self.eval_problems) < 0:
@@ -241,7 +248,7 @@ def set_gradient_checkpointing(model: CausalLM, enabled: bool) -> None:
 
 def adamw(model: CausalLM, cfg: SFTConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on the matrices only."""
-    params = list(model.parameters())
+    params = trainable_parameters(model)
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
@@ -251,9 +258,10 @@ def adamw(model: CausalLM, cfg: SFTConfig) -> torch.optim.AdamW:
 
 def save_state(run_dir: Path, model: CausalLM, tokenizer: Tokenizer, source: str | None,
                optimizer: torch.optim.Optimizer, step: int, rng: np.random.Generator) -> Path:  # fmt: skip
-    """The weights as a Hugging Face directory, then the optimiser, step and generators in checkpoint.safetensors."""
-    checkpoint = save_causal_lm(model, tokenizer, run_dir / MODEL_DIR, source=source)
+    """The weights as a Hugging Face directory (LoRA's merged in), then the optimiser, step, generators and LoRA's
+    adapters in checkpoint.safetensors."""
     arrays = {"torch_rng": torch.get_rng_state().numpy()}
+    checkpoint = save_training_model(model, tokenizer, run_dir / MODEL_DIR, source, arrays)
     meta = {
         "step": step,
         "rng": generator_state(rng),
@@ -263,10 +271,11 @@ def save_state(run_dir: Path, model: CausalLM, tokenizer: Tokenizer, source: str
     return checkpoint
 
 
-def restore_state(run_dir: Path, optimizer: torch.optim.Optimizer, rng: np.random.Generator) -> int:
-    """Loads what `save_state` wrote into the optimiser and the generators; returns the step it was taken at."""
+def restore_state(run_dir: Path, model: CausalLM, optimizer: torch.optim.Optimizer, rng: np.random.Generator) -> int:
+    """Loads what `save_state` wrote into LoRA's adapters, the optimiser and the generators; returns the step."""
     arrays, meta = load_checkpoint(run_dir)
     try:
+        restore_adapters(model, arrays)
         optimizer.load_state_dict(unflatten_state(meta["optimizer"], arrays))
     except (KeyError, ValueError, RuntimeError) as error:
         raise UserError(
@@ -306,15 +315,21 @@ def train(cfg: SFTConfig, spec: SFTSpec, resume: Path | None = None) -> SFTResul
     levels, eval_levels = training_levels(task, cfg.levels), cfg.eval_levels or task.held_out_levels
     eval_set = held_out_problems(task, cfg.eval_problems * len(eval_levels), spec.seed + 1, eval_levels)
     rng = seed_everything(spec.seed)
-    if resume is None:
+    lora = cfg.lora_rank > 0  # a LoRA run resumes from --model plus the saved adapters
+    if lora and spec.model is None:
+        raise UserError("LoRA adapts a loaded model: pass --model PATH (or set lora_rank=0 to train from scratch).")
+    if resume is None or lora:
         model, tokenizer = build_model(spec, cfg.device)
-        run_dir = new_run_dir(spec.runs_dir, spec.task, "sft", spec.seed)
     else:
-        run_dir = Path(resume)
-        model, tokenizer = load_causal_lm_and_tokenizer(run_dir / MODEL_DIR, dtype=torch.float32, device=cfg.device)
+        model, tokenizer = load_causal_lm_and_tokenizer(
+            Path(resume) / MODEL_DIR, dtype=torch.float32, device=cfg.device
+        )
+    run_dir = Path(resume) if resume is not None else new_run_dir(spec.runs_dir, spec.task, "sft", spec.seed)
     set_gradient_checkpointing(model, cfg.gradient_checkpointing)
+    if lora:
+        model = with_lora(model, LoRAConfig(cfg.lora_rank, cfg.lora_alpha))
     optimizer = adamw(model, cfg)
-    step = 0 if resume is None else restore_state(run_dir, optimizer, rng)
+    step = 0 if resume is None else restore_state(run_dir, model, optimizer, rng)
     codec = text_codec(model, tokenizer)
     logger = RunLogger(run_dir, run_config(cfg, spec), cfg.steps, step, print_every=2**62, quiet=spec.quiet)
     logger.line(f"sft on {spec.task} levels {list(levels)}: {num_parameters(model):,} parameters -> {run_dir}")

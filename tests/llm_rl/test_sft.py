@@ -180,3 +180,31 @@ def test_a_transformers_model_fine_tunes_with_gradient_checkpointing(tmp_path):
     saved = load_causal_lm(recomputed.checkpoint)
     ids = torch.tensor([tokenizer.encode("Q: 3+4=\n3+4=7").ids])
     torch.testing.assert_close(saved(ids), recomputed.model.eval()(ids), rtol=0, atol=0)  # eval: no dropout
+
+
+def test_lora_on_a_transformers_model_saves_merged_weights_and_resumes_exactly(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    tokenizer = build_tokenizer()
+    config = transformers.GPT2Config(
+        vocab_size=tokenizer.get_vocab_size(), n_embd=32, n_layer=2, n_head=4, n_positions=128, bos_token_id=1,
+        eos_token_id=EOS_ID,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "gpt2")
+    tokenizer.save(str(tmp_path / "gpt2" / "tokenizer.json"))
+    cfg = SFTConfig(steps=6, eval_problems=0, checkpoint_every=0, lora_rank=4, **LEVEL_ONE)
+    spec = SFTSpec("addition", seed=7, model=str(tmp_path / "gpt2"), runs_dir=str(tmp_path / "runs"), quiet=True)
+    whole = train(cfg, spec)
+    assert whole.losses[-1] < whole.losses[0]
+    trained = [n for n, p in whole.model.named_parameters() if p.requires_grad]
+    assert trained and all("lora_" in n for n in trained)
+    saved = transformers.AutoModelForCausalLM.from_pretrained(whole.checkpoint).eval()  # merged: no peft needed
+    ids = torch.tensor([tokenizer.encode("Q: 3+4=\n3+4=7").ids])
+    with torch.no_grad():
+        torch.testing.assert_close(saved(ids).logits, whole.model.eval()(ids), rtol=0, atol=1e-5)
+    first = train(replace(cfg, steps=3), spec)
+    resumed = train(cfg, spec, first.run_dir)
+    assert first.losses + resumed.losses == whole.losses
+    with pytest.raises(UserError, match="LoRA adapts a loaded model: pass --model"):
+        train(cfg, SFTSpec("addition", runs_dir=str(tmp_path / "runs"), quiet=True))
