@@ -61,6 +61,12 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", type=int, default=50_000, help="environment steps between checkpoints")
     train.add_argument("--eval-episodes", type=int, default=10, help="greedy episodes in the final evaluation")
     train.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
+    train.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1 suits small networks; more oversubscribe a busy box)",
+    )
     train.set_defaults(command=cmd_train)
 
     evaluate = sub.add_parser("eval", help="run a trained agent's greedy policy")
@@ -122,10 +128,15 @@ def agent_config_help(argv: list[str]) -> str | None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
     import envs  # noqa: F401  (registers GridWorld-v0)
     from agents.registry import get_agent
     from rl.run import Run
 
+    if args.threads < 1:
+        raise UserError(f"--threads {args.threads}: give at least 1 torch CPU thread.")
+    torch.set_num_threads(args.threads)
     if args.resume:
         jobs = [resume_job(args)]
     else:

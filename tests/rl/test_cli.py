@@ -118,6 +118,7 @@ def test_list_names_agents_and_envs(capsys):
         (["train", "sarsa", "--env", "CartPole-v1", "--total-steps", "10"], "Discrete observation space"),
         (["train", "sarsa", "--env", "GridWorld-v0"], "--total-steps"),
         (["train", "sarsa", "--env", "GridWorld-v0", "--total-steps", "10", "--env-kwargs", "rows=-1"], "rows"),
+        (["train", "sarsa", "--env", "GridWorld-v0", "--total-steps", "10", "--threads", "0"], "--threads 0"),
         (["eval", "/nonexistent/run"], "config.json"),
         (["plan", "--env", "CartPole-v1"], "does not expose its model"),
     ],
