@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from rl.advantages import normalize
-from rl.networks import ActorCritic, adam
+from rl.networks import ActorCritic, adam, clip_grad_norm
 from rl.onpolicy import OnPolicyBatch, collect, deterministic_policy, flatten, load_tracked, steps_this_iteration
 from rl.pg_losses import entropy_bonus, policy_gradient_loss, value_loss
 from rl.run import Run
@@ -102,7 +102,9 @@ def build_network(cfg: Config, observation_space: gym.Space, action_space: gym.S
 
 def build_optimizer(cfg: Config, network: nn.Module) -> torch.optim.Optimizer:
     if cfg.optimizer == "rmsprop":
-        return torch.optim.RMSprop(network.parameters(), lr=cfg.learning_rate, alpha=0.99, eps=cfg.optimizer_eps)
+        # foreach: one multi-tensor kernel per step on the CPU too (torch picks it by default on GPUs only).
+        return torch.optim.RMSprop(network.parameters(), lr=cfg.learning_rate, alpha=0.99, eps=cfg.optimizer_eps,
+                                   foreach=True)  # fmt: skip
     return adam(network.parameters(), cfg.learning_rate, cfg.optimizer_eps)
 
 
@@ -115,11 +117,12 @@ def update(cfg: Config, network: ActorCritic, optimizer: torch.optim.Optimizer, 
         advantages = normalize(advantages)
     policy_loss = policy_gradient_loss(distribution.log_prob(samples.actions), advantages)
     critic_loss = value_loss(network.value(samples.obs), samples.returns)
-    entropy = entropy_bonus(distribution.entropy())
+    with torch.set_grad_enabled(cfg.ent_coef != 0):  # without the bonus, its gradient would only be scaled by 0
+        entropy = entropy_bonus(distribution.entropy())
     loss = policy_loss + cfg.vf_coef * critic_loss - cfg.ent_coef * entropy
     optimizer.zero_grad()
     loss.backward()
-    nn.utils.clip_grad_norm_(network.parameters(), cfg.max_grad_norm)
+    clip_grad_norm(network.parameters(), cfg.max_grad_norm)
     optimizer.step()
     return UpdateStats(policy_loss.item(), critic_loss.item(), entropy.item())
 

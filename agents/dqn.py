@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rl.networks import ObservationEncoder, adam, mlp, polyak_update
+from rl.networks import ObservationEncoder, adam, clip_grad_norm, mlp, polyak_update
 from rl.replay_buffer import ReplayBatch, ReplayBuffer
 from rl.run import Run
 from rl.schedules import linear_schedule
@@ -205,7 +205,7 @@ def update(
     loss = td_loss(q_taken, targets, batch.weights)
     optimizer.zero_grad()
     loss.backward()
-    nn.utils.clip_grad_norm_(q_network.parameters(), cfg.max_grad_norm)
+    clip_grad_norm(q_network.parameters(), cfg.max_grad_norm)
     optimizer.step()
     if cfg.prioritized:
         buffer.update_priorities(batch.indices, (q_taken - targets).abs().detach().cpu().numpy())

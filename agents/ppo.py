@@ -33,10 +33,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from torch import nn
 
 from rl.advantages import normalize
-from rl.networks import ActorCritic, adam
+from rl.networks import ActorCritic, adam, clip_grad_norm
 from rl.onpolicy import (
     OnPolicyBatch,
     Samples,
@@ -135,11 +134,12 @@ def minibatch_step(
         critic_loss = value_loss(values, samples.returns)
     else:
         critic_loss = value_loss(values, samples.returns, samples.old_values, cfg.clip_range_vf)
-    entropy = entropy_bonus(distribution.entropy())
+    with torch.set_grad_enabled(cfg.ent_coef != 0):  # without the bonus, its gradient would only be scaled by 0
+        entropy = entropy_bonus(distribution.entropy())
     loss = surrogate.loss + cfg.vf_coef * critic_loss - cfg.ent_coef * entropy
     optimizer.zero_grad()
     loss.backward()
-    nn.utils.clip_grad_norm_(network.parameters(), cfg.max_grad_norm)
+    clip_grad_norm(network.parameters(), cfg.max_grad_norm)
     optimizer.step()
     return MinibatchStats(surrogate.loss.item(), critic_loss.item(), entropy.item(), surrogate.approx_kl.item(),
                           surrogate.clip_fraction.item())  # fmt: skip
@@ -154,13 +154,12 @@ def update(
     rng: np.random.Generator,
 ) -> list[MinibatchStats]:
     """`n_epochs` passes of minibatch steps over the batch; stops early at the KL target."""
-    samples, stats = flatten(batch), []
-    for _ in range(cfg.n_epochs):
-        for minibatch in minibatches(samples, cfg.batch_size, rng):
-            step = minibatch_step(cfg, network, optimizer, minibatch, clip_range)
-            if step is None:
-                return stats
-            stats.append(step)
+    stats = []
+    for minibatch in minibatches(flatten(batch), cfg.batch_size, rng, epochs=cfg.n_epochs):
+        step = minibatch_step(cfg, network, optimizer, minibatch, clip_range)
+        if step is None:
+            return stats
+        stats.append(step)
     return stats
 
 

@@ -134,14 +134,13 @@ def critic_updates(
 ) -> float:
     """`n_critic_updates` passes of Adam steps on 0.5 mean((V(s) - R)^2); returns the mean loss."""
     losses = []
-    for _ in range(cfg.n_critic_updates):
-        for minibatch in minibatches(samples, cfg.batch_size, rng):
-            loss = value_loss(network.value(minibatch.obs), minibatch.returns)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-    return float(np.mean(losses))
+    for minibatch in minibatches(samples, cfg.batch_size, rng, epochs=cfg.n_critic_updates):
+        loss = value_loss(network.value(minibatch.obs), minibatch.returns)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.detach())
+    return torch.stack(losses).mean().item()  # one host sync per update, not one per minibatch
 
 
 def train(cfg: Config, run: Run) -> np.ndarray:

@@ -85,12 +85,6 @@ class Samples:
     """(B,)"""
 
 
-def _action_buffer(space: gym.Space, shape: tuple[int, int], device: torch.device) -> Tensor:
-    if isinstance(space, gym.spaces.Discrete):
-        return torch.zeros(shape, dtype=torch.long, device=device)
-    return torch.zeros((*shape, *space.shape), dtype=torch.float32, device=device)
-
-
 def _env_actions(space: gym.Space) -> Callable[[Tensor], np.ndarray]:
     """Sampled actions (N, ...) -> what the vector env steps with: clipped to the bounds for a Box."""
     if isinstance(space, gym.spaces.Box):
@@ -115,20 +109,19 @@ def collect(
     env, shape = rollout.env, (num_steps, rollout.num_envs)
     observation_space, action_space = env.single_observation_space, env.single_action_space
     obs = np.zeros((*shape, *observation_space.shape), dtype=observation_space.dtype)  # (T, N, *O)
+    obs_tensor = torch.from_numpy(obs)  # (T, N, *O), the same memory: row t is filled before it is read
     next_obs = np.zeros_like(obs)  # (T, N, *O)
     rewards = np.zeros(shape, dtype=np.float32)
     terminated = np.zeros(shape, dtype=np.float32)
     truncated = np.zeros(shape, dtype=np.float32)
-    actions = _action_buffer(action_space, shape, device)  # (T, N) or (T, N, A)
-    log_probs = torch.zeros(shape, device=device)
+    actions, log_probs = [], []  # T tensors of (N,) or (N, A), and of (N,): one torch.stack each at the end
     to_env = _env_actions(action_space)
     for t in range(num_steps):
         obs[t] = rollout.obs
-        obs_t = torch.as_tensor(obs[t], device=device)  # (N, *O), sharing memory with obs on the CPU
-        distribution = policy.distribution(obs_t)
+        distribution = policy.distribution(obs_tensor[t].to(device))
         action = distribution.sample()  # (N,) or (N, A)
-        actions[t] = action
-        log_probs[t] = distribution.log_prob(action)
+        actions.append(action)
+        log_probs.append(distribution.log_prob(action))
         transition = rollout.step(to_env(action))
         next_obs[t] = transition.next_obs
         rewards[t] = transition.rewards
@@ -141,9 +134,9 @@ def collect(
     rewards_t, terminated_t, truncated_t = (torch.as_tensor(x, device=device) for x in (rewards, terminated, truncated))
     advantages, returns = gae(rewards_t, values, next_values, terminated_t, truncated_t, gamma, gae_lambda)
     return OnPolicyBatch(
-        obs=torch.as_tensor(obs, device=device),
-        actions=actions,
-        log_probs=log_probs,
+        obs=obs_tensor.to(device),
+        actions=torch.stack(actions),
+        log_probs=torch.stack(log_probs),
         values=values,
         rewards=rewards_t,
         terminated=terminated_t,
@@ -167,13 +160,19 @@ def flatten(batch: OnPolicyBatch) -> Samples:
     )
 
 
-def minibatches(samples: Samples, batch_size: int, rng: np.random.Generator) -> Iterator[Samples]:
-    """One pass over `samples` in a random order, `batch_size` at a time (the last minibatch may be smaller)."""
+def minibatches(samples: Samples, batch_size: int, rng: np.random.Generator, epochs: int = 1) -> Iterator[Samples]:
+    """`epochs` passes over `samples`, each in a fresh random order, `batch_size` at a time (the last minibatch of a
+    pass may be smaller).
+
+    The orders of all passes are drawn up front (the same draws, in the same order, as one permutation per pass) and
+    each pass gathers every field once, so that a minibatch is a slice of that gather instead of six index ops.
+    """
     rows = samples.old_values.shape[0]
-    order = torch.as_tensor(rng.permutation(rows), device=samples.old_values.device)
-    for start in range(0, rows, batch_size):
-        index = order[start : start + batch_size]
-        yield Samples(*(getattr(samples, f.name)[index] for f in fields(Samples)))
+    orders = torch.as_tensor(np.stack([rng.permutation(rows) for _ in range(epochs)]), device=samples.old_values.device)
+    for order in orders:  # (B,)
+        shuffled = [getattr(samples, f.name)[order] for f in fields(Samples)]
+        for start in range(0, rows, batch_size):
+            yield Samples(*(field[start : start + batch_size] for field in shuffled))
 
 
 def steps_this_iteration(n_steps: int, num_envs: int, global_step: int, total_steps: int | None) -> int:

@@ -43,6 +43,36 @@ def test_categorical_log_prob_entropy_and_mode_by_hand():
     assert dist.mode.tolist() == [2, 2]
 
 
+def test_categorical_samples_follow_the_probabilities():
+    # Rows: p = (0.1, 0.2, 0.7); a zero-probability action in the middle and one at the end; uniform over 5.
+    logits = torch.log(torch.tensor([[0.1, 0.2, 0.7, 1e-30], [0.5, 0.0, 0.5, 0.0], [0.2, 0.2, 0.2, 0.2]]))
+    logits[1, 1] = logits[1, 3] = -math.inf
+    probs = torch.softmax(logits, dim=-1).double()
+    n = 200_000
+    torch.manual_seed(0)
+    samples = categorical(logits.expand(n, 3, 4)).sample()  # (n, 3)
+    assert samples.shape == (n, 3) and samples.dtype == torch.long
+    frequencies = torch.stack([torch.bincount(samples[:, r], minlength=4) for r in range(3)]).double() / n
+    assert frequencies[1, 1] == 0 and frequencies[1, 3] == 0 and frequencies[0, 3] == 0  # never drawn
+    standard_error = torch.sqrt(probs * (1 - probs) / n).clamp(min=1e-12)
+    assert ((frequencies - probs).abs() / standard_error).max() < 4.5  # within 4.5 standard errors everywhere
+    assert categorical(logits).sample((7,)).shape == (7, 3)
+
+
+def test_categorical_matches_torch_categorical():
+    torch.manual_seed(1)
+    logits = 3 * torch.randn(6, 5, dtype=torch.float64)
+    ours, reference = categorical(logits), torch.distributions.Categorical(logits=logits)
+    actions = torch.randint(5, (6,))
+    torch.testing.assert_close(ours.log_prob(actions), reference.log_prob(actions))
+    torch.testing.assert_close(
+        ours.log_prob(actions[None].expand(2, 6)), reference.log_prob(actions[None].expand(2, 6))
+    )
+    torch.testing.assert_close(ours.entropy(), reference.entropy())
+    torch.testing.assert_close(ours.probs, reference.probs)
+    assert torch.equal(ours.mode, reference.mode)
+
+
 def test_diagonal_gaussian_log_prob_and_entropy_by_hand():
     mean = t64([[0.0, 1.0], [2.0, -1.0]])
     log_std = t64([0.0, math.log(2.0)])  # state-independent, broadcast over the batch

@@ -140,6 +140,20 @@ def test_minibatches_cover_every_sample_once_per_pass_and_keep_rows_together():
         assert torch.equal(p.old_values, 2 * i) and torch.equal(p.advantages, 3 * i) and torch.equal(p.returns, 4 * i)
 
 
+def test_minibatches_over_several_epochs_draw_one_permutation_per_pass():
+    row = torch.arange(10.0)
+    samples = Samples(obs=row[:, None], actions=row.long(), old_log_probs=-row, old_values=2 * row,
+                      advantages=3 * row, returns=4 * row)  # fmt: skip
+    parts = list(minibatches(samples, 4, np.random.default_rng(0), epochs=3))
+    assert [len(p.returns) for p in parts] == [4, 4, 2] * 3
+    rng = np.random.default_rng(0)  # the same draws as three single passes
+    for epoch in range(3):
+        seen = torch.cat([p.obs[:, 0] for p in parts[3 * epoch : 3 * epoch + 3]])
+        assert seen.long().tolist() == rng.permutation(10).tolist()
+    for p in parts:
+        assert torch.equal(p.returns, 4 * p.obs[:, 0]) and torch.equal(p.old_log_probs, -p.obs[:, 0])
+
+
 def test_steps_this_iteration_stops_within_one_vector_step_of_the_budget():
     assert steps_this_iteration(32, 8, global_step=0, total_steps=1_000) == 32
     assert steps_this_iteration(32, 8, global_step=768, total_steps=1_000) == 29  # 232 left: ceil(232 / 8)
