@@ -56,6 +56,8 @@ def clip_grad_norm(parameters: Iterable[nn.Parameter], max_norm: float) -> torch
     one in-place multi-tensor scaling), without its grouping of the tensors by device and dtype, which cost about as
     much again as the arithmetic for small networks. Parameters without a gradient are skipped."""
     grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.tensor(0.0)
     total_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
     torch._foreach_mul_(grads, torch.clamp(max_norm / (total_norm + 1e-6), max=1.0))
     return total_norm
