@@ -422,6 +422,7 @@ def train(cfg: RLConfig, spec: RLSpec, resume: Path | None = None) -> RLResult:
     ranks = init_ranks(cfg.device)
     if ranks.world_size > 1 and cfg.partial_rollouts:
         raise UserError("partial rollouts run in one process only; set partial_rollouts=false or run without torchrun.")
+    shard(range(cfg.problems_per_iteration), ranks)  # an uneven split is refused before anything is written
     task = get_task(spec.task)
     pool = problem_pool(task, spec, cfg)
     eval_levels = tuple(lv for lv in task.held_out_levels if not cfg.levels or lv in cfg.levels)

@@ -87,7 +87,11 @@ def test_rl_training_in_two_gloo_processes_equals_one_process(algo: str, warm_mo
             torch.testing.assert_close(split[name], value, atol=1e-5, rtol=0, msg=name)
 
 
-def test_partial_rollouts_are_refused_with_more_than_one_process(warm_model: str, tmp_path, monkeypatch):
+def test_partial_rollouts_and_uneven_splits_are_refused_before_a_run_starts(warm_model: str, tmp_path, monkeypatch):
     monkeypatch.setattr("llm_rl.rl_trainer.init_ranks", lambda device: Ranks(0, 2, torch.device("cpu")))
+    spec = RLSpec("kimi", warm_model, "addition", runs_dir=str(tmp_path))
     with pytest.raises(UserError, match="partial rollouts run in one process only"):
-        train(RLConfig(partial_rollouts=True), RLSpec("kimi", warm_model, "addition", runs_dir=str(tmp_path)))
+        train(RLConfig(partial_rollouts=True), spec)
+    with pytest.raises(UserError, match="15 problems per iteration do not split evenly over 2 processes"):
+        train(RLConfig(problems_per_iteration=15), spec)
+    assert not list(tmp_path.iterdir())  # no run directory was made
