@@ -8,10 +8,13 @@ import math
 import os
 import signal
 from dataclasses import replace
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
+from tokenizers import Tokenizer
 
 from llm_rl import sft
 from llm_rl.causal_lm import load_causal_lm
@@ -159,17 +162,23 @@ def test_bf16_sft_learns_about_as_fast_as_fp32(tmp_path):
     assert np.mean(bf16.losses[-5:]) == pytest.approx(np.mean(fp32.losses[-5:]), rel=0.2)
 
 
-def test_a_transformers_model_fine_tunes_with_gradient_checkpointing(tmp_path):
-    """sft --model on a GPT-2 directory: transformers' own checkpointing is switched on and changes no loss."""
-    transformers = pytest.importorskip("transformers")
+def tiny_gpt2(path: Path, transformers: ModuleType) -> Tokenizer:
+    """Writes a small randomly initialised transformers GPT-2 with our tokenizer to `path`; returns the tokenizer."""
     tokenizer = build_tokenizer()
     config = transformers.GPT2Config(
         vocab_size=tokenizer.get_vocab_size(), n_embd=32, n_layer=2, n_head=4, n_positions=128, bos_token_id=1,
         eos_token_id=EOS_ID,
     )  # fmt: skip
     torch.manual_seed(0)
-    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "gpt2")
-    tokenizer.save(str(tmp_path / "gpt2" / "tokenizer.json"))
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    tokenizer.save(str(path / "tokenizer.json"))
+    return tokenizer
+
+
+def test_a_transformers_model_fine_tunes_with_gradient_checkpointing(tmp_path):
+    """sft --model on a GPT-2 directory: transformers' own checkpointing is switched on and changes no loss."""
+    transformers = pytest.importorskip("transformers")
+    tokenizer = tiny_gpt2(tmp_path / "gpt2", transformers)
     cfg = SFTConfig(steps=4, eval_problems=0, checkpoint_every=0, **LEVEL_ONE)
     spec = SFTSpec("addition", seed=6, model=str(tmp_path / "gpt2"), runs_dir=str(tmp_path / "runs"), quiet=True)
     plain = train(cfg, spec)
@@ -185,14 +194,7 @@ def test_a_transformers_model_fine_tunes_with_gradient_checkpointing(tmp_path):
 def test_lora_on_a_transformers_model_saves_merged_weights_and_resumes_exactly(tmp_path):
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("peft")
-    tokenizer = build_tokenizer()
-    config = transformers.GPT2Config(
-        vocab_size=tokenizer.get_vocab_size(), n_embd=32, n_layer=2, n_head=4, n_positions=128, bos_token_id=1,
-        eos_token_id=EOS_ID,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "gpt2")
-    tokenizer.save(str(tmp_path / "gpt2" / "tokenizer.json"))
+    tokenizer = tiny_gpt2(tmp_path / "gpt2", transformers)
     cfg = SFTConfig(steps=6, eval_problems=0, checkpoint_every=0, lora_rank=4, **LEVEL_ONE)
     spec = SFTSpec("addition", seed=7, model=str(tmp_path / "gpt2"), runs_dir=str(tmp_path / "runs"), quiet=True)
     whole = train(cfg, spec)
