@@ -1,4 +1,4 @@
-"""Data-parallel RL training with torch's DistributedDataParallel, launched by `torchrun --nproc-per-node N -m ...`.
+"""Data-parallel RL training with torch's DDP or FSDP2, launched by `torchrun --nproc-per-node N -m rl.cli llm train`.
 
 Each of the N processes (ranks) holds a full copy of the policy. An iteration's P problems are split into N equal
 contiguous shards; rank n samples the k responses of its P / N problems, scores them, and computes the loss on them.
@@ -25,14 +25,21 @@ Choices:
 4. Rank 0 logs, evaluates and saves the checkpoint; the others wait for it at the next collective. A stop signal on
    any rank stops all of them after the same iteration (`any_rank`).
 5. Partial rollouts are refused with more than one process: the groups waiting for their next segment would have to
-   be balanced over the ranks. FSDP2 (`torch.distributed.fsdp.fully_shard`) is not wired in: the models trained
-   here fit on one device.
+   be balanced over the ranks.
+6. `parallelism = "fsdp"` shards instead of copying (FSDP2, Zhao et al. 2023, "PyTorch FSDP"; `fully_shard` on
+   every transformer block, then on the whole policy): each rank keeps 1/N of the parameters, gradients and Adam
+   moments, and gathers a block's parameters when the block runs. The gradient is DDP's (reduce-scatter averages
+   over the ranks). Sampling, scoring and evaluation call the model outside its forward, so they run inside
+   `gathered`, which gathers every parameter once, keeps it through the many decoding steps (ranks stop decoding
+   at different steps, and nothing may communicate then), and frees it after. Checkpoints gather the full model and
+   optimiser state on rank 0 (`full_states`), so a checkpoint is the same Hugging Face directory as without FSDP.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -42,6 +49,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from llm_rl.model import Block
 from llm_rl.sampling import sequence_log_probs
 from rl.errors import UserError
 
@@ -149,13 +157,89 @@ class SequenceLogProbs(nn.Module):
         return sequence_log_probs(self.model, input_ids, attention_mask, completion_mask)
 
 
-def data_parallel(model: nn.Module, ranks: Ranks) -> nn.Module:
-    """`SequenceLogProbs(model)`, in DDP when there is more than one process (gradients averaged in backward)."""
+PARALLELISMS = ("ddp", "fsdp")
+"""How the processes hold the policy: a full copy each (DDP), or 1/N of every parameter each (FSDP2)."""
+
+
+def data_parallel(model: nn.Module, ranks: Ranks, parallelism: str = "ddp") -> nn.Module:
+    """`SequenceLogProbs(model)`, with more than one process in DDP or sharded by FSDP2 (`parallelism`)."""
     policy = SequenceLogProbs(model)
     if ranks.world_size == 1:
         return policy
+    if parallelism == "fsdp":
+        return fully_sharded(policy)
     device_ids = [ranks.device.index] if ranks.device.type == "cuda" else None
     return DistributedDataParallel(policy, device_ids=device_ids)
+
+
+def transformer_blocks(model: nn.Module) -> list[nn.Module]:
+    """The model's repeated blocks: ours, or the classes a transformers model names in `_no_split_modules`."""
+    names = set(getattr(getattr(model, "hf", None), "_no_split_modules", None) or ())
+    return [m for m in model.modules() if isinstance(m, Block) or type(m).__name__ in names]
+
+
+def fully_sharded(policy: SequenceLogProbs) -> nn.Module:
+    """The policy sharded by FSDP2: each block its own unit, the rest (embeddings, final norm, output) the root's."""
+    from torch.distributed.fsdp import fully_shard
+
+    for block in transformer_blocks(policy.model):
+        fully_shard(block)
+    fully_shard(policy)
+    with torch.no_grad():  # FSDP2 sets itself up in the root's first forward, which must precede any block's
+        one = torch.ones(1, 1, dtype=torch.long, device=policy.model.device)
+        policy(one, one.bool(), torch.zeros_like(one, dtype=torch.bool))
+    policy.reshard()  # the root keeps its parameters whole after a forward; an optimiser must see the shards
+    return policy
+
+
+def is_sharded(policy: nn.Module) -> bool:
+    """Whether `policy` came from `fully_sharded`."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(policy, FSDPModule)
+
+
+@contextmanager
+def gathered(policy: nn.Module) -> Iterator[None]:
+    """Every parameter of a sharded policy whole while the block runs (no communication inside); a no-op otherwise.
+    Every rank must enter it together: entering gathers from all ranks."""
+    if not is_sharded(policy):
+        yield
+        return
+    from torch.distributed.fsdp import FSDPModule
+
+    units = [m for m in policy.modules() if isinstance(m, FSDPModule)]
+    blocks = [m for m in units if m is not policy]
+    for block in blocks:
+        block.set_reshard_after_forward(False)  # stay whole through every decoding step
+    for unit in units:
+        unit.unshard()
+    try:
+        yield
+    finally:
+        for unit in units:
+            unit.reshard()
+        for block in blocks:
+            block.set_reshard_after_forward(True)
+
+
+def full_states(policy: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
+    """A sharded policy's whole model state dict (the unwrapped model's names) and optimiser state, on rank 0's CPU
+    (empty on the other ranks); every rank must call it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model_state = get_model_state_dict(policy, options=options)
+    return {k.removeprefix("model."): v for k, v in model_state.items()}, get_optimizer_state_dict(
+        policy, optimizer, options=options
+    )
+
+
+def load_full_optimizer_state(policy: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Loads `full_states`' optimiser state (read by every rank) into the sharded optimiser."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(policy, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
 
 def close(ranks: Ranks) -> None:

@@ -18,7 +18,7 @@ import torch
 from tokenizers import Tokenizer
 
 from llm_rl.causal_lm import CausalLM, load_causal_lm_and_tokenizer
-from llm_rl.distributed import Ranks, all_sum
+from llm_rl.distributed import Ranks, all_sum, full_states, is_sharded, load_full_optimizer_state
 from llm_rl.evaluate import evaluate
 from llm_rl.experience import Experience
 from llm_rl.lora import restore_adapters, save_training_model
@@ -76,27 +76,47 @@ def load_policy(spec: RLSpec, resume: Path | None, device: str) -> tuple[CausalL
     return model, tokenizer
 
 
-def save_state(run_dir: Path, learner: Learner, tokenizer: Tokenizer, spec: RLSpec, iteration: int) -> None:
+def save_state(run_dir: Path, learner: Learner, tokenizer: Tokenizer, spec: RLSpec, iteration: int,
+               policy: torch.nn.Module, ranks: Ranks) -> None:  # fmt: skip
     """Weights as a Hugging Face directory (LoRA's merged in); optimiser, sampler, unfinished partial rollouts,
-    iteration, generators and LoRA's adapters in checkpoint.safetensors."""
+    iteration, generators and LoRA's adapters in checkpoint.safetensors. Every rank calls it and rank 0 writes; a
+    sharded policy's weights and optimiser state are gathered whole first (into a copy loaded from --init)."""
+    model, optimizer_state = learner.model, None
+    if is_sharded(policy):
+        model_state, optimizer_state = full_states(policy, learner.optimizer)
+        if ranks.is_main:
+            model = load_policy(spec, None, "cpu")[0]
+            model.load_state_dict(model_state)
+    if not ranks.is_main:
+        return
+    if optimizer_state is None:
+        optimizer_state = learner.optimizer.state_dict()
     arrays = {"torch_rng": torch.get_rng_state().numpy(), "sampling_rng": learner.generator.get_state().numpy()}
-    save_training_model(learner.model, tokenizer, run_dir / MODEL_DIR, spec.init, arrays)
+    save_training_model(model, tokenizer, run_dir / MODEL_DIR, spec.init, arrays)
     meta = {
         "iteration": iteration,
         "rng": generator_state(learner.rng),
-        "optimizer": flatten_state(learner.optimizer.state_dict(), "opt", arrays),
+        "optimizer": flatten_state(optimizer_state, "opt", arrays),
+        "optimizer_by_name": is_sharded(policy),  # torch.distributed.checkpoint's form: parameters by their names
         "sampler": flatten_state(learner.sampler.state_dict(), "sampler", arrays),
         "unfinished": flatten_state(learner.unfinished.state_dict(), "unfinished", arrays),
     }
     save_checkpoint(run_dir, arrays, meta)
 
 
-def restore_state(run_dir: Path, learner: Learner) -> int:
-    """Loads what `save_state` wrote into the learner; returns the iteration it was taken after."""
+def restore_state(run_dir: Path, learner: Learner, policy: torch.nn.Module) -> int:
+    """Loads what `save_state` wrote into the learner (and a sharded policy's optimiser shards); returns the iteration
+    it was taken after."""
     arrays, meta = load_checkpoint(run_dir)
     try:
         restore_adapters(learner.model, arrays)
-        learner.optimizer.load_state_dict(unflatten_state(meta["optimizer"], arrays))
+        optimizer_state = unflatten_state(meta["optimizer"], arrays)
+        if meta.get("optimizer_by_name", False):  # saved sharded; loads into a sharded or a whole optimiser alike
+            load_full_optimizer_state(policy, learner.optimizer, optimizer_state)
+        elif is_sharded(policy):
+            raise ValueError("it was saved without fsdp: resume it with parallelism=ddp")
+        else:
+            learner.optimizer.load_state_dict(optimizer_state)
         learner.sampler.load_state_dict(unflatten_state(meta["sampler"], arrays))
         learner.unfinished.load_state_dict(unflatten_state(meta["unfinished"], arrays))
     except (KeyError, ValueError, RuntimeError, TypeError) as error:

@@ -55,8 +55,9 @@ Deviations and choices:
    float32 weights (`llm_rl.precision`); `gradient_checkpointing` recomputes each block in the backward pass. The
    policy is any local Hugging Face causal LM (`llm_rl.causal_lm`), with its dropout switched off (GPT-2 has some)
    so that the training pass scores the responses exactly as the sampler did. Under `torchrun --nproc-per-node N`
-   each process samples and trains on P / N of the problems and DDP averages the gradients (`llm_rl.distributed`);
-   every response draws its tokens from its own generator, so N processes train as one does, up to float rounding.
+   each process samples and trains on P / N of the problems and DDP averages the gradients (`llm_rl.distributed`;
+   `parallelism = "fsdp"` shards parameters, gradients and Adam state with FSDP2 instead); every response draws its
+   tokens from its own generator, so N processes train as one does, up to float rounding.
 """
 
 from __future__ import annotations
@@ -75,12 +76,14 @@ from torch import Tensor
 from llm_rl.causal_lm import CausalLM
 from llm_rl.data import load_problems
 from llm_rl.distributed import (
+    PARALLELISMS,
     Ranks,
     all_gather_rows,
     any_rank,
     broadcast_path,
     close,
     data_parallel,
+    gathered,
     init_ranks,
     shard,
     token_share,
@@ -101,7 +104,7 @@ from llm_rl.rl_run import (
     restore_state,
     save_state,
 )
-from llm_rl.sampling import SamplingConfig, row_generators, sequence_log_probs
+from llm_rl.sampling import SamplingConfig, row_generators
 from llm_rl.sampling_strategies import SAMPLERS, make_sampler
 from llm_rl.sft import set_gradient_checkpointing, stop_signals
 from llm_rl.tasks import Problem, Task, get_task
@@ -195,6 +198,8 @@ class RLConfig:
     """fp32, or bf16: bfloat16 autocast of sampling and forward passes over float32 weights (llm_rl.precision)."""
     gradient_checkpointing: bool = False
     """Recompute each transformer block in the backward pass instead of keeping its activations (saves memory)."""
+    parallelism: str = "ddp"
+    """Under torchrun: ddp (a full copy of the model per process) or fsdp (FSDP2: each process holds 1/N of it)."""
     lora_rank: int = 0
     """Train LoRA adapters of this rank on the block linears instead of every weight (peft); 0 trains every weight."""
     lora_alpha: float = 16.0
@@ -222,6 +227,8 @@ class RLConfig:
             raise ValueError("segment_tokens must be >= 1, repetition_max_ngram and repetition_min_tokens >= 0")
         if self.repetition_min_repeats < 2:
             raise ValueError("repetition_min_repeats must be >= 2")
+        if self.parallelism not in PARALLELISMS:
+            raise ValueError(f"parallelism must be one of {PARALLELISMS}, not {self.parallelism!r}")
         if self.lora_rank < 0 or self.lora_alpha <= 0:
             raise ValueError("lora_rank must be >= 0 (0 turns LoRA off) and lora_alpha > 0")
 
@@ -313,7 +320,7 @@ def update(policy: torch.nn.Module, model: CausalLM, optimizer: torch.optim.Opti
         optimizer.step()
         losses.append(loss.item())
     with torch.no_grad(), autocast(cfg.precision, cfg.device):
-        log_probs = sequence_log_probs(model, exp.input_ids, exp.attention_mask, exp.completion_mask)
+        log_probs = policy(exp.input_ids, exp.attention_mask, exp.completion_mask)
         log_ratio = ((log_probs - exp.old_log_probs) * exp.completion_mask).sum(1).mean().item()
     return UpdateStats(losses[0], log_ratio)
 
@@ -384,9 +391,9 @@ LOSS_MEAN_OVER = {"kimi": "sequences", "grpo": "sequences", "rloo": "tokens"}
 
 
 def new_learner(cfg: RLConfig, spec: RLSpec, resume: Path | None, ranks: Ranks, pool: list[Problem],
-                rng: np.random.Generator) -> tuple[Learner, Tokenizer, CausalLM | None]:  # fmt: skip
-    """The learner at its start (the model from --init or the run being resumed), its tokenizer, and GRPO's frozen
-    reference model when its KL term is on."""
+                rng: np.random.Generator) -> tuple[Learner, torch.nn.Module, Tokenizer, CausalLM | None]:  # fmt: skip
+    """The learner at its start (the model from --init or the run being resumed), the policy as the loss sees it
+    (`llm_rl.distributed.data_parallel`), its tokenizer, and GRPO's frozen reference model when its KL term is on."""
     lora = cfg.lora_rank > 0  # a LoRA run resumes from its initial model plus the saved adapters
     model, tokenizer = load_policy(spec, None if lora else resume, str(ranks.device))
     set_gradient_checkpointing(model, cfg.gradient_checkpointing)
@@ -395,10 +402,11 @@ def new_learner(cfg: RLConfig, spec: RLSpec, resume: Path | None, ranks: Ranks, 
     reference = None
     if spec.algo == "grpo" and cfg.kl_coef > 0:
         reference = load_policy(spec, None, str(ranks.device))[0].eval().requires_grad_(False)
+    policy = data_parallel(model, ranks, cfg.parallelism)  # before the optimiser: FSDP2 replaces the parameters
     optimizer = torch.optim.Adam(trainable_parameters(model), lr=cfg.learning_rate, betas=cfg.adam_betas)
     sampler = make_sampler(cfg.sampler, [p.level for p in pool], cfg.success_decay, cfg.priority_floor, cfg.advance_at)
     generator = torch.Generator().manual_seed(spec.seed)
-    return Learner(model, optimizer, sampler, UnfinishedGroups(), rng, generator), tokenizer, reference
+    return Learner(model, optimizer, sampler, UnfinishedGroups(), rng, generator), policy, tokenizer, reference
 
 
 def learn_from(exp: Experience, indices: np.ndarray, learner: Learner, policy: torch.nn.Module, cfg: RLConfig,
@@ -423,16 +431,17 @@ def train(cfg: RLConfig, spec: RLSpec, resume: Path | None = None) -> RLResult:
     if ranks.world_size > 1 and cfg.partial_rollouts:
         raise UserError("partial rollouts run in one process only; set partial_rollouts=false or run without torchrun.")
     shard(range(cfg.problems_per_iteration), ranks)  # an uneven split is refused before anything is written
+    if ranks.world_size > 1 and cfg.parallelism == "fsdp" and cfg.lora_rank:
+        raise UserError("LoRA is not sharded with fsdp; set parallelism=ddp (the adapters are small) or lora_rank=0.")
     task = get_task(spec.task)
     pool = problem_pool(task, spec, cfg)
     eval_levels = tuple(lv for lv in task.held_out_levels if not cfg.levels or lv in cfg.levels)
     eval_set = held_out_problems(task, cfg.eval_problems * len(eval_levels), spec.seed + 1, eval_levels)
-    eval_set = eval_set if ranks.is_main else []
-    learner, tokenizer, reference = new_learner(cfg, spec, resume, ranks, pool, seed_everything(spec.seed))
-    model, policy, codec = learner.model, data_parallel(learner.model, ranks), text_codec(learner.model, tokenizer)
+    learner, policy, tokenizer, reference = new_learner(cfg, spec, resume, ranks, pool, seed_everything(spec.seed))
+    model, codec = learner.model, text_codec(learner.model, tokenizer)
     made = new_run_dir(spec.runs_dir, spec.task, spec.algo, spec.seed) if resume is None and ranks.is_main else None
     run_dir = broadcast_path(Path(resume) if resume is not None else made, ranks)
-    iteration = 0 if resume is None else restore_state(run_dir, learner)
+    iteration = 0 if resume is None else restore_state(run_dir, learner, policy)
     logger = SilentLogger()
     if ranks.is_main:
         logger = RunLogger(run_dir, run_config(cfg, spec), cfg.iterations, iteration, print_every=2**62,
@@ -440,12 +449,15 @@ def train(cfg: RLConfig, spec: RLSpec, resume: Path | None = None) -> RLResult:
     logger.line(f"{spec.algo} on {spec.task}: {len(pool)} training problems, sampler {cfg.sampler} -> {run_dir}")
     result = RLResult(run_dir, model, iteration, unfinished=learner.unfinished, is_main=ranks.is_main)
     if eval_set and resume is None:
-        result.evals.append((0, evaluate_and_log(model, tokenizer, task, eval_set, cfg, logger, 0)))
+        with gathered(policy):  # a sharded policy is gathered on every rank; rank 0 evaluates
+            if ranks.is_main:
+                result.evals.append((0, evaluate_and_log(model, tokenizer, task, eval_set, cfg, logger, 0)))
     with stop_signals() as stop:
         while iteration < cfg.iterations and not any_rank(stop.is_set(), ranks):
             started = time.perf_counter()
             length_weight = cfg.length_penalty_weight if iteration >= cfg.length_penalty_warmup else 0.0
-            exp, indices = gather(learner, reference, pool, codec, task.check, cfg, length_weight, iteration, ranks)
+            with gathered(policy):
+                exp, indices = gather(learner, reference, pool, codec, task.check, cfg, length_weight, iteration, ranks)
             model.train()
             totals = None
             if exp is not None:  # None: partial rollouts where no group finished this iteration
@@ -456,20 +468,21 @@ def train(cfg: RLConfig, spec: RLSpec, resume: Path | None = None) -> RLResult:
             iteration += 1
             logger.scalar("completions/unfinished_groups", len(learner.unfinished.groups), iteration)
             logger.progress(iteration)
-            evaluated = bool(eval_set) and (
+            due = bool(eval_set) and (
                 (cfg.eval_every and iteration % cfg.eval_every == 0) or iteration == cfg.iterations
             )
-            if evaluated:
-                result.evals.append(
-                    (iteration, evaluate_and_log(model, tokenizer, task, eval_set, cfg, logger, iteration))
-                )
+            if due:
+                with gathered(policy):
+                    if ranks.is_main:
+                        accuracy = evaluate_and_log(model, tokenizer, task, eval_set, cfg, logger, iteration)
+                        result.evals.append((iteration, accuracy))
+            evaluated = due and ranks.is_main
             if iteration % cfg.log_every == 0 or iteration == cfg.iterations:
                 logger.line(progress_line(iteration, result, totals, cfg.log_every, evaluated))
             checkpoint_due = cfg.checkpoint_every and iteration % cfg.checkpoint_every == 0
-            if ranks.is_main and checkpoint_due and iteration < cfg.iterations:
-                save_state(run_dir, learner, tokenizer, spec, iteration)
-        if ranks.is_main:
-            save_state(run_dir, learner, tokenizer, spec, iteration)
+            if checkpoint_due and iteration < cfg.iterations:
+                save_state(run_dir, learner, tokenizer, spec, iteration, policy, ranks)
+        save_state(run_dir, learner, tokenizer, spec, iteration, policy, ranks)
     logger.close()
     close(ranks)
     result.iterations, result.stopped = iteration, iteration < cfg.iterations

@@ -1,7 +1,8 @@
 """Data-parallel training: two gloo processes under torchrun, each sampling and updating on half of the problems,
 end with the same gradients, parameters and gathered rewards as one process on all of them, both for one hand-made
-iteration and for `rl_trainer.train` (Kimi's sequence mean, RLOO's token mean rescaled per rank); uneven splits and
-partial rollouts are refused."""
+iteration and for `rl_trainer.train` (Kimi's sequence mean, RLOO's token mean rescaled per rank, and Kimi with
+FSDP2's sharded parameters and optimiser, whose gathered checkpoint resumes in one process like an unbroken run);
+uneven splits and partial rollouts are refused."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -69,12 +71,13 @@ def load_worker(path: Path):
 
 
 @pytest.mark.usefixtures("one_thread")
-@pytest.mark.parametrize("algo", ["kimi", "rloo"])
-def test_rl_training_in_two_gloo_processes_equals_one_process(algo: str, warm_model: str, tmp_path):
+@pytest.mark.parametrize("algo, parallelism", [("kimi", "ddp"), ("rloo", "ddp"), ("kimi", "fsdp")])
+def test_rl_training_in_two_gloo_processes_equals_one_process(algo: str, parallelism: str, warm_model: str, tmp_path):
     worker = load_worker(TRAIN_WORKER)
-    worker.main(algo, warm_model, str(tmp_path / "alone"), str(tmp_path / "one.safetensors"))
+    worker.main(algo, parallelism, warm_model, str(tmp_path / "alone"), str(tmp_path / "one.safetensors"))
     alone = load_file(tmp_path / "one.safetensors")
-    torchrun(TRAIN_WORKER, 2, algo, warm_model, str(tmp_path / "split"), str(tmp_path / "two.safetensors"))
+    split_args = (algo, parallelism, warm_model, str(tmp_path / "split"), str(tmp_path / "two.safetensors"))
+    torchrun(TRAIN_WORKER, 2, *split_args)
     split = load_file(tmp_path / "two.safetensors")
     assert [run.name.startswith(f"addition__{algo}") for run in (tmp_path / "split").iterdir()] == [True]  # rank 0's
     assert split["mean_rewards"].tolist() == alone["mean_rewards"].tolist()  # the same responses were sampled
@@ -95,3 +98,17 @@ def test_partial_rollouts_and_uneven_splits_are_refused_before_a_run_starts(warm
     with pytest.raises(UserError, match="15 problems per iteration do not split evenly over 2 processes"):
         train(RLConfig(problems_per_iteration=15), spec)
     assert not list(tmp_path.iterdir())  # no run directory was made
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_an_fsdp_checkpoint_resumes_in_one_process_like_an_unbroken_run(warm_model: str, tmp_path):
+    worker = load_worker(TRAIN_WORKER)  # its CONFIG: 2 iterations
+    torchrun(TRAIN_WORKER, 2, "kimi", "fsdp", warm_model, str(tmp_path / "split"), str(tmp_path / "two.safetensors"))
+    (cut,) = (tmp_path / "split").iterdir()
+    spec = RLSpec("kimi", warm_model, "addition", seed=5, runs_dir=str(tmp_path / "alone"), quiet=True)
+    three = replace(worker.CONFIG, iterations=3)
+    resumed = train(replace(three, parallelism="fsdp"), spec, resume=cut)  # the gathered model and Adam moments
+    straight = train(three, spec)
+    assert resumed.mean_rewards == straight.mean_rewards[2:]
+    for (name, p), q in zip(resumed.model.named_parameters(), straight.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=0, msg=name)
