@@ -229,10 +229,9 @@ def full_states(policy: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[di
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    model_state = get_model_state_dict(policy, options=options)
-    return {k.removeprefix("model."): v for k, v in model_state.items()}, get_optimizer_state_dict(
-        policy, optimizer, options=options
-    )
+    model_state = get_model_state_dict(policy, options=options)  # names start "model.", SequenceLogProbs' own
+    optimizer_state = get_optimizer_state_dict(policy, optimizer, options=options)
+    return {name.removeprefix("model."): value for name, value in model_state.items()}, optimizer_state
 
 
 def load_full_optimizer_state(policy: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
