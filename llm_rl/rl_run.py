@@ -29,7 +29,6 @@ from llm_rl.sft import MODEL_DIR
 from llm_rl.tasks import Problem, Task
 from rl.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from rl.errors import UserError
-from rl.pg_losses import token_mean
 from rl.run_logger import RunLogger, SilentLogger
 from rl.seeding import generator_state, restore_generator
 
@@ -139,7 +138,7 @@ def iteration_totals(exp: Experience, stats: UpdateStats, cfg: RLConfig, ranks: 
         "length": lengths.sum().item(),
         "clipped": (lengths >= cfg.max_new_tokens).sum().item(),
         "repeated": float(sum(reason == "repetition" for reason in exp.finish_reasons)),
-        "entropy": token_mean(-exp.old_log_probs, exp.completion_mask).item() * tokens.item(),
+        "entropy": -exp.old_log_probs.sum().item(),  # summed -log pi over the counted tokens (0 elsewhere)
         "tokens": tokens.item(),
         "generated": float(exp.generated_tokens),
         "loss": stats.loss / ranks.world_size,
