@@ -6,24 +6,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_sampling import tiny_model  # the same seeded random model (vocabulary 40)
 
 from llm_rl.fast_sampling import StaticCache, decode_step, generate_continuous
-from llm_rl.model import ModelConfig, Transformer
+from llm_rl.model import Transformer
 from llm_rl.sampling import SamplingConfig, generate, left_pad, sequence_log_probs
 
-VOCAB = 40
 PROMPTS = [[5, 9, 11, 3, 7, 21, 8], [30], [14, 4, 4, 19], [6, 6, 12], [1, 2, 3, 4, 5, 6, 7, 8, 9], [22, 17], [3]]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def tiny_model(device: str = "cpu") -> Transformer:
-    model = Transformer(ModelConfig(vocab_size=VOCAB, attention_bias=True))
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=generator) * 0.5)
-    return model.to(device).eval()
 
 
 def reference(model: Transformer, cfg: SamplingConfig, seeds: list[int] | None):
