@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from llm_rl.causal_lm import load_causal_lm_and_tokenizer  # noqa: E402
 from llm_rl.evaluate import TextCodec, text_codec  # noqa: E402
-from llm_rl.experience import collect  # noqa: E402
+from llm_rl.experience import Experience, collect  # noqa: E402
 from llm_rl.rl_trainer import OBJECTIVES, RLConfig  # noqa: E402
 from llm_rl.sampling import SamplingConfig, row_generators, sequence_log_probs  # noqa: E402
 from llm_rl.tasks import Problem, Task, get_task  # noqa: E402
@@ -38,13 +38,19 @@ def draw(task: Task, levels: list[int], count: int, rng: np.random.Generator) ->
     return [task.sample(rng, levels[i % len(levels)]) for i in range(count)]
 
 
+def responses(model: torch.nn.Module, problems: list[Problem], codec: TextCodec, task: Task, cfg: RLConfig,
+              generator: torch.Generator) -> Experience:  # fmt: skip
+    """G scored responses to each problem at temperature cfg.temperature, as one `rl llm train` iteration samples."""
+    sampling = SamplingConfig(cfg.max_new_tokens, cfg.temperature, stop_token_ids=codec.stop_ids)
+    rows = len(problems) * cfg.samples_per_problem
+    return collect(model, None, problems, codec, task.check, cfg.samples_per_problem, sampling, 0.0,
+                   row_generators(generator, rows))  # fmt: skip
+
+
 def batch_gradient(model: torch.nn.Module, problems: list[Problem], codec: TextCodec, task: Task, cfg: RLConfig,
                    algo: str, generator: torch.Generator) -> Tensor:  # fmt: skip
     """The objective's gradient (flattened) on G fresh responses to each problem, at the current parameters."""
-    sampling = SamplingConfig(cfg.max_new_tokens, cfg.temperature, stop_token_ids=codec.stop_ids)
-    rows = len(problems) * cfg.samples_per_problem
-    exp = collect(model, None, problems, codec, task.check, cfg.samples_per_problem, sampling, 0.0,
-                  row_generators(generator, rows))  # fmt: skip
+    exp = responses(model, problems, codec, task, cfg, generator)
     model.zero_grad(set_to_none=True)
     log_probs = sequence_log_probs(model, exp.input_ids, exp.attention_mask, exp.completion_mask)
     OBJECTIVES[algo](log_probs, exp, cfg).backward()
@@ -54,10 +60,7 @@ def batch_gradient(model: torch.nn.Module, problems: list[Problem], codec: TextC
 def sampled_accuracy(model: torch.nn.Module, problems: list[Problem], codec: TextCodec, task: Task,
                      cfg: RLConfig) -> float:  # fmt: skip
     """Share of correct responses, G per problem, with the same seeded draws at every call."""
-    sampling = SamplingConfig(cfg.max_new_tokens, cfg.temperature, stop_token_ids=codec.stop_ids)
-    rows = len(problems) * cfg.samples_per_problem
-    exp = collect(model, None, problems, codec, task.check, cfg.samples_per_problem, sampling, 0.0,
-                  row_generators(torch.Generator().manual_seed(1), rows))  # fmt: skip
+    exp = responses(model, problems, codec, task, cfg, torch.Generator().manual_seed(1))
     return exp.correct.float().mean().item()
 
 
