@@ -15,6 +15,8 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 
+from rl.errors import run_script
+
 ENV_ID, TOTAL_STEPS, BAR = "Pendulum-v1", 20_000, -200.0
 AGENTS = ("ddpg", "td3")
 
@@ -57,4 +59,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -16,6 +16,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from rl.errors import run_script
+
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SETTINGS = {
     "CartPole-v1": {"total_steps": 50_000, "bar": 475.0, "config": None},
@@ -63,4 +65,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

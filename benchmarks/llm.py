@@ -40,6 +40,7 @@ from llm_rl.hf_io import save_pretrained  # noqa: E402
 from llm_rl.model import Transformer, num_parameters, preset  # noqa: E402
 from llm_rl.precision import autocast  # noqa: E402
 from llm_rl.sampling import SamplingConfig, generate, left_pad  # noqa: E402
+from rl.errors import run_script  # noqa: E402
 
 
 def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
@@ -179,4 +180,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

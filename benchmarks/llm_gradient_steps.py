@@ -31,6 +31,7 @@ from llm_rl.experience import Experience, collect  # noqa: E402
 from llm_rl.rl_trainer import OBJECTIVES, RLConfig  # noqa: E402
 from llm_rl.sampling import SamplingConfig, row_generators, sequence_log_probs  # noqa: E402
 from llm_rl.tasks import Problem, Task, get_task  # noqa: E402
+from rl.errors import run_script  # noqa: E402
 
 
 def draw(task: Task, levels: list[int], count: int, rng: np.random.Generator) -> list[Problem]:
@@ -107,4 +108,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -17,6 +17,8 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 
+from rl.errors import run_script
+
 AGENTS = ("a2c", "ppo", "trpo")
 SETTINGS = {
     "CartPole-v1": {"total_steps": 100_000, "bar": 475.0},
@@ -67,4 +69,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -24,6 +24,8 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 
+from rl.errors import run_script
+
 GRID = {"terminal_target": True, "r_target": 0, "r_forbidden": -10, "r_boundary": -10, "r_other": -1, "start": [1, 1]}
 CASES = {
     "reinforce": {"agent": "reinforce", "env_id": "CartPole-v1", "env_kwargs": {}, "total_steps": 50_000, "bar": 200.0},
@@ -107,4 +109,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

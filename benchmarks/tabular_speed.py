@@ -32,6 +32,8 @@ import tempfile
 import time
 from typing import Any
 
+from rl.errors import run_script
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread, before numpy and torch load their thread pools
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
@@ -169,4 +171,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

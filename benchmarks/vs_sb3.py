@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from rl.errors import run_script
+
 EVAL_EPISODES = 20
 
 
@@ -300,4 +302,4 @@ def returns_cell(runs: list[tuple[np.ndarray, float]]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

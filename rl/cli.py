@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from rl.config import build_config, config_dict, field_docs, load_toml, parse_assignments
-from rl.errors import UserError
+from rl.errors import EXIT_USER_ERROR, UserError
 
-EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 

@@ -131,6 +131,14 @@ def test_user_errors_are_one_line_and_exit_2(capsys, tmp_path, argv, message):
     assert not list(tmp_path.iterdir())  # no half-made run directory left behind
 
 
+def test_a_benchmark_script_reports_a_user_error_in_one_line(tmp_path):
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "llm_gradient_steps.py"
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "missing")], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and "config.json" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
 def test_corrupt_checkpoint_is_reported(capsys, tmp_path):
     code, out, _ = run_cli(
         capsys, "train", "sarsa", "--env", "GridWorld-v0", "--total-steps", "100", "--runs-dir", str(tmp_path),
