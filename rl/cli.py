@@ -98,6 +98,9 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train tabular agents on the grid world and compare them with the optimum")
     demo.add_argument("--runs-dir", default="runs")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--llm", action="store_true", help="then warm up a tiny language model and train it with Kimi RL (~7 min)"
+    )
     demo.set_defaults(command=cmd_demo)
 
     llm = sub.add_parser(
@@ -270,6 +273,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from rl.demo import run_demo
 
     run_demo(Path(args.runs_dir), args.seed)
+    if args.llm:
+        from llm_rl.demo import run_llm_demo
+
+        run_llm_demo(Path(args.runs_dir), args.seed)
     return 0
 
 

@@ -27,7 +27,10 @@ from llm_rl.tokenizer import EOS_ID, build_tokenizer
 from rl.errors import UserError
 from rl.pg_losses import token_mean
 
-LEVEL_ONE = dict(levels=(1,), eval_levels=(1,), batch_size=32, learning_rate=1e-2, warmup_steps=10, num_threads=1)
+LEVEL_ONE = dict(
+    levels=(1,), eval_levels=(1,), batch_size=32, learning_rate=1e-2, warmup_steps=10, num_threads=1,
+    answer_only_fraction=0.0,
+)  # fmt: skip
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -51,6 +54,25 @@ def test_masked_targets_are_the_solution_and_eos():
         targets = batch.targets[row][batch.loss_mask[row]].tolist()
         assert targets[-1] == EOS_ID and tokenizer.decode(targets[:-1]) == problem.solution
         assert tokenizer.decode(batch.input_ids[row][: len(codec.prompt_ids(problem))].tolist()) == problem.prompt
+
+
+def test_answer_only_examples_are_the_bare_answer_line_at_the_configured_share():
+    tokenizer = build_tokenizer()
+    model = Transformer(ModelConfig(vocab_size=tokenizer.get_vocab_size(), bos_token_id=1, eos_token_ids=(EOS_ID,)))
+    codec, task = text_codec(model, tokenizer), get_task("addition")
+
+    def solutions(fraction: float, batch_size: int = 2000) -> list[str]:
+        batch = sft.sample_batch(task, task.levels, batch_size, fraction, np.random.default_rng(0), codec, "cpu")
+        return [
+            tokenizer.decode(row[mask].tolist()[:-1]) for row, mask in zip(batch.targets, batch.loss_mask, strict=True)
+        ]
+
+    problem = task.sample(np.random.default_rng(7), 4)
+    assert sft.answer_line_only(problem).solution == f"Answer: {problem.answer}" != problem.solution
+    assert all(text.startswith("Answer: ") for text in solutions(1.0, 64))
+    assert not any(text.startswith("Answer: ") for text in solutions(0.0, 64))
+    share = np.mean([text.startswith("Answer: ") for text in solutions(0.3)])
+    assert abs(share - 0.3) < 3 * math.sqrt(0.3 * 0.7 / 2000)
 
 
 def test_sft_loss_is_the_token_mean_of_the_solution_log_likelihood():
@@ -82,6 +104,8 @@ def test_config_rejects_bad_values():
         SFTConfig(steps=0)
     with pytest.raises(ValueError):
         SFTConfig(final_lr_fraction=1.5)
+    with pytest.raises(ValueError, match="answer_only_fraction"):
+        SFTConfig(answer_only_fraction=-0.1)
     with pytest.raises(UserError, match="unknown precision"):
         SFTConfig(precision="fp16")
 
