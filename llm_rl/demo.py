@@ -1,12 +1,11 @@
 """The language-model demo (`rl demo --llm`): a warm-up, then Kimi k1.5 RL, each judged on the same held-out problems.
 
-1. `rl llm sft --task addition` with its defaults: the built-in tiny model learns worked solutions and, for a share
-   of the examples, the bare answer line (`llm_rl.sft`, choice 5).
+1. `rl llm sft --task addition` with its defaults: the built-in tiny model learns worked solutions.
 2. `rl llm eval`: greedy accuracy on the task's held-out problems, per level.
 3. `rl llm train --algo kimi` with its defaults from that warm-up.
-4. `rl llm eval` again on the same problems, and how often the greedy responses work the problem out.
+4. `rl llm eval` again on the same problems.
 
-Both runs write TensorBoard events under the runs directory. About seven minutes on two CPU cores.
+Both runs write TensorBoard events under the runs directory. About six minutes on two CPU cores.
 """
 
 from __future__ import annotations
@@ -48,5 +47,5 @@ def run_llm_demo(runs_dir: Path, seed: int = 0) -> None:
     for name, result in (("after the warm-up", before), ("after Kimi RL", after)):
         levels = " ".join(f"{accuracy:.2f}" for accuracy in result.per_level.values())
         print(f"{name:<26} {levels}  {result.accuracy:.3f}  {result.mean_length:5.1f}")
-    print(f"({after.accuracy - before.accuracy:+.3f}; length: mean tokens per response, longer when worked out)")
+    print(f"({after.accuracy - before.accuracy:+.3f}; length: mean tokens per response)")
     print(f"runs: {warm_up.run_dir} and {rl.run_dir}")

@@ -41,15 +41,16 @@ Deviations and choices:
    keeping them learns exactly as whole responses do (0.46 -> 0.78).
 6. With partial rollouts new problems only take the places of finished groups, so each iteration generates for
    problems_per_iteration groups at most, and an iteration in which no group finishes makes no update.
-7. The default learning rate is 2e-5, not 1e-4. On a warm-up of worked solutions only (`rl llm sft --set
-   answer_only_fraction=0`: held-out greedy accuracy 0.657 on `rl llm eval`'s 300 problems, pass@8 0.75) no
-   60-iteration run at 1e-4 raised it: 0.597 with the other defaults, 0.653 with 1 update per iteration, 0.623 on
-   levels 4-6 only, 0.563 at temperature 0.5, 0.573 at 1.5; one iteration fits its 16 problems but does not carry
-   over to held-out ones, and easy levels drift (level 1: 1.00 -> 0.88). At 2e-5 it stays about where it was
-   (0.680 after 60 iterations). From the default warm-up, where 30% of the examples were bare answers, the default
-   run raises it from 0.620 to 0.790 on seed 0 (at 5e-5 for 120 iterations: 0.747), mostly by learning to work the
-   problem out rather than answer at once; from the seed-1 warm-up, which decodes greedily to worked solutions
-   already, 0.620 -> 0.630.
+7. The default learning rate is 2e-5, not 1e-4. From the default `rl llm sft` warm-up (held-out greedy accuracy
+   0.657 on `rl llm eval`'s 300 problems; pass@8 at temperature 1 is 0.75, about the most that sharpening the
+   sampled policy could reach) no 60-iteration run at 1e-4 raised it: 0.597 with the other defaults,
+   0.653 with 1 update per iteration, 0.623 on levels 4-6 only, 0.563 at temperature 0.5, 0.573 at 1.5. One
+   iteration fits its 16 problems (at 3e-4 their sample accuracy rose 0.16 -> 0.26) but does not carry over to
+   held-out ones, and easy levels drift (level 1: 1.00 -> 0.88). At 2e-5 (0.680 after 60 iterations) and 3e-5
+   (0.657 after 150) held-out accuracy stays about where it was: the default no longer harms, but does not gain
+   either. From a warm-up with bare answers among its examples (`rl llm sft --set answer_only_fraction=0.3`) the
+   default run can gain by learning to work problems out: seed 0 0.620 -> 0.790 (at 5e-5 for 120 iterations:
+   0.747), but seed 1 0.620 -> 0.630 and seed 2 0.317 -> 0.363 (`llm_rl.sft`, choice 5).
 8. Not implemented: long2short RL as part of this loop (section 2.4; `llm_rl.long2short` has merging, shortest
    rejection sampling and the capped length reward).
 9. Scale: `precision = "bf16"` runs sampling, the log-prob passes and the evaluations under bfloat16 autocast over

@@ -10,10 +10,7 @@ from llm_rl.sft import train as sft_train
 
 @pytest.fixture(scope="session")
 def warm_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A briefly supervised tiny model, on worked solutions only: right on some level-1 additions, wrong on others."""
+    """A briefly supervised tiny model: right on some level-1 additions, wrong on others."""
     runs = tmp_path_factory.mktemp("sft")
-    cfg = SFTConfig(
-        steps=160, levels=(1,), eval_levels=(1,), eval_problems=0, learning_rate=1e-2, warmup_steps=10,
-        answer_only_fraction=0.0,
-    )  # fmt: skip
+    cfg = SFTConfig(steps=160, levels=(1,), eval_levels=(1,), eval_problems=0, learning_rate=1e-2, warmup_steps=10)
     return str(sft_train(cfg, SFTSpec("addition", seed=0, runs_dir=str(runs), quiet=True)).checkpoint)

@@ -27,10 +27,7 @@ from llm_rl.tokenizer import EOS_ID, build_tokenizer
 from rl.errors import UserError
 from rl.pg_losses import token_mean
 
-LEVEL_ONE = dict(
-    levels=(1,), eval_levels=(1,), batch_size=32, learning_rate=1e-2, warmup_steps=10, num_threads=1,
-    answer_only_fraction=0.0,
-)  # fmt: skip
+LEVEL_ONE = dict(levels=(1,), eval_levels=(1,), batch_size=32, learning_rate=1e-2, warmup_steps=10, num_threads=1)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
