@@ -2,7 +2,8 @@
 
 The CLI sits at the top of the dependency graph: it is the one module in `rl/` that reaches into `agents/`, `envs/`
 and `llm_rl/` (imported lazily, so `rl` stays importable on its own). Mistakes a user can make end in one `error:`
-line and exit status 2; Ctrl-C or SIGTERM during training saves a checkpoint and exits with 130.
+line and exit status 2, and the project's own warnings (a skipped malformed data row) in one `warning:` line each;
+Ctrl-C or SIGTERM during training saves a checkpoint and exits with 130.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from rl.config import build_config, config_dict, field_docs, load_toml, parse_assignments
 from rl.errors import EXIT_USER_ERROR, UserError
@@ -22,6 +24,7 @@ EXIT_INTERRUPTED = 130
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    warnings.showwarning = show_warning
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
@@ -32,6 +35,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+SHOW_WARNING = warnings.showwarning
+
+
+def show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: TextIO | None = None, line: str | None = None) -> None:  # fmt: skip
+    """A UserWarning as one `warning:` line on stderr (no source line); other warnings as Python shows them."""
+    if category is UserWarning:
+        print(f"warning: {message}", file=sys.stderr if file is None else file)
+    else:
+        SHOW_WARNING(message, category, filename, lineno, file, line)
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:

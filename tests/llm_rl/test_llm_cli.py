@@ -239,3 +239,11 @@ def test_mistakes_are_one_line_errors(capsys, tmp_path, checkpoint, argv, messag
     assert code == 2
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
     assert not runs.exists()  # caught before a run directory is made
+
+
+def test_a_skipped_data_row_is_one_warning_line(capsys, tmp_path, checkpoint):
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"question": "1+1=", "answer": "2"}\nnot json\n{"question": "2+2=", "answer": "4"}\n')
+    code, out, err = run_cli(capsys, "llm", "eval", str(checkpoint), "--data", str(data), "--max-new-tokens", "8")
+    assert code == 0 and '"n": 2' in out
+    assert err.strip().splitlines() == [f"warning: {data}: skipped malformed line 2: not valid JSON (Expecting value)"]
