@@ -115,7 +115,13 @@ CausalLM = Transformer | HFCausalLM
 
 def architecture(path: Path) -> str:
     """The first entry of config.json's `architectures`."""
-    names = read_json(path / "config.json").get("architectures") or []
+    config = read_json(path / "config.json")
+    names = config.get("architectures") or []
+    if not names and "spec" in config:
+        raise UserError(
+            f"{path} is a training run directory, not a language model; pass the model directory of an `rl llm sft` "
+            "or `rl llm train` run (RUN_DIR/model) or a Hugging Face model directory."
+        )
     if not names:
         raise UserError(f"{path / 'config.json'} names no architectures; save the model with transformers.")
     return names[0]

@@ -25,7 +25,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from llm_rl.long2short import add_long2short_parsers
-from rl.config import build_config, field_docs, load_toml, parse_assignments
+from rl.config import at_least, build_config, check_device, field_docs, load_toml, parse_assignments
 from rl.errors import UserError
 
 EXIT_INTERRUPTED = 130
@@ -70,20 +70,20 @@ def add_llm_parser(llm: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--task", help="task whose held-out problems and verifier to use")
     evaluate.add_argument("--data", help="JSONL or Parquet file of problems instead of the task's generator")
     evaluate.add_argument(
-        "--n", type=int, help=f"problems: from the task, spread over its levels (default {DEFAULT_EVAL_PROBLEMS}); "
+        "--n", type=at_least(1), help=f"problems: from the task, over its levels (default {DEFAULT_EVAL_PROBLEMS}); "
         "from --data, the first N rows (default all)"
     )  # fmt: skip
     evaluate.add_argument("--levels", type=int, nargs="+", help="task levels (default: the task's held-out levels)")
     evaluate.add_argument(
-        "--samples", type=int, default=1, help="completions per problem, k of pass@k (accuracy scores the first)"
+        "--samples", type=at_least(1), default=1, help="completions per problem, k of pass@k (accuracy scores the 1st)"
     )
     evaluate.add_argument(
-        "--temperature", type=float, help="sampling temperature (default 0 = greedy if k = 1, else 1)"
+        "--temperature", type=at_least(0, float), help="sampling temperature (default 0 = greedy if k = 1, else 1)"
     )
-    evaluate.add_argument("--max-new-tokens", type=int, default=256)
-    evaluate.add_argument("--batch-size", type=int, default=64, help="completions generated together")
-    evaluate.add_argument("--seed", type=int, default=0, help="seeds the drawn problems and the sampling")
-    evaluate.add_argument("--threads", type=int, default=1, help="torch CPU threads (raise it for a large model)")
+    evaluate.add_argument("--max-new-tokens", type=at_least(1), default=256)
+    evaluate.add_argument("--batch-size", type=at_least(1), default=64, help="completions generated together")
+    evaluate.add_argument("--seed", type=at_least(0), default=0, help="seeds the drawn problems and the sampling")
+    evaluate.add_argument("--threads", type=at_least(1), default=1, help="torch CPU threads (more for a large model)")
     evaluate.add_argument("--device", default="cpu")
     evaluate.set_defaults(command=cmd_eval)
 
@@ -127,6 +127,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = load_toml(args.config) if args.config else {}
     overrides |= parse_assignments(args.set, "--set")
     if args.resume:
+        from rl.run_logger import read_run_config
+
         saved = read_run_config(Path(args.resume), "rl_config", "rl llm train")
         spec = RLSpec(**{**saved["spec"], "quiet": args.quiet})
         overrides = {**saved["rl_config"], **overrides}
@@ -167,7 +169,9 @@ def cmd_sft(args: argparse.Namespace) -> int:
     if args.steps is not None:
         overrides["steps"] = args.steps
     if args.resume:
-        saved = read_run_config(Path(args.resume))
+        from rl.run_logger import read_run_config
+
+        saved = read_run_config(Path(args.resume), "sft_config", "rl llm sft")
         spec = SFTSpec(**{**saved["spec"], "quiet": args.quiet})
         overrides = {**saved["sft_config"], **overrides}
     else:
@@ -183,20 +187,6 @@ def cmd_sft(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     print(f"checkpoint: {result.checkpoint}")
     return 0
-
-
-def read_run_config(run_dir: Path, key: str = "sft_config", command: str = "rl llm sft") -> dict:
-    """config.json of a run directory written by `command` (its config under `key`)."""
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise UserError(f"{run_dir} has no config.json; pass a run directory written by `{command}`.")
-    try:
-        saved = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path} is not valid JSON ({error}); the run directory is damaged.") from None
-    if not isinstance(saved, dict) or key not in saved or "spec" not in saved:
-        raise UserError(f"{run_dir} was not written by `{command}`; pass one of its run directories to --resume.")
-    return saved
 
 
 def one_model_path(given: str | None, model: str | None, name: str) -> str | None:
@@ -235,8 +225,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     path = checkpoint_dir(Path(given))
     if args.task is None and args.data is None:
         raise UserError("rl llm eval needs --task NAME or --data FILE to know what to evaluate on.")
-    if args.n is not None and args.n < 1:
-        raise UserError(f"--n must be at least 1, not {args.n}.")
+    check_device(args.device, "--device")
     task = get_task(args.task) if args.task else None
     if args.data:
         problems = load_problems(args.data, limit=args.n)

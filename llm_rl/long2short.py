@@ -38,6 +38,7 @@ from llm_rl.model import Transformer
 from llm_rl.rewards import is_correct, kimi_length_reward
 from llm_rl.sampling import SamplingConfig, generate, left_pad
 from llm_rl.tasks import Problem
+from rl.config import at_least, check_device
 from rl.errors import UserError
 
 
@@ -76,6 +77,11 @@ def merge_models(path_a: str | Path, path_b: str | Path, weight: float, out_path
     for path in (path_a, path_b):
         if not (Path(path) / "config.json").is_file():
             raise UserError(f"{path} has no config.json; pass Hugging Face model directories (RUN_DIR/model).")
+    out = Path(out_path)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; pass a directory for the merged model.")
+    if out.resolve() in (Path(path_a).resolve(), Path(path_b).resolve()):
+        raise UserError(f"--out {out} is one of the models being merged; pass a new directory so neither is lost.")
     model_a, tokenizer_a = load_pretrained(path_a)
     model_b, tokenizer_b = load_pretrained(path_b)
     different = [f.name for f in fields(model_a.cfg) if getattr(model_a.cfg, f.name) != getattr(model_b.cfg, f.name)]
@@ -136,12 +142,20 @@ def shortest_rejection_sampling(model: Transformer, tokenizer: Tokenizer, proble
 
 def write_problems(problems: Sequence[Problem], path: str | Path) -> Path:
     """JSONL rows {"question", "answer", "solution", "level"} that `llm_rl.data.load_problems` reads back."""
-    path = Path(path)
-    if path.suffix != ".jsonl":
-        raise UserError(f"{path} does not end in .jsonl; name the output FILE.jsonl.")
+    path = check_jsonl_out(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = [{"question": p.question, "answer": p.answer, "solution": p.solution, "level": p.level} for p in problems]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def check_jsonl_out(path: str | Path) -> Path:
+    """`path` as a Path, if it can take the JSONL output: it ends in .jsonl and is not a directory."""
+    path = Path(path)
+    if path.suffix != ".jsonl":
+        raise UserError(f"{path} does not end in .jsonl; name the output FILE.jsonl.")
+    if path.is_dir():
+        raise UserError(f"{path} is a directory; name an output FILE.jsonl.")
     return path
 
 
@@ -167,15 +181,15 @@ def add_long2short_parsers(llm_subparsers: argparse._SubParsersAction) -> None:
     shortest.add_argument("--init", required=True, metavar="CKPT", help="model directory to sample from")
     shortest.add_argument("--task", help="task whose train problems (and verifier) to use")
     shortest.add_argument("--data", help="JSONL or Parquet file of problems instead of the task's generator")
-    shortest.add_argument("--problems", type=int, default=100, help="problems drawn from the task (or read first)")
+    shortest.add_argument("--problems", type=at_least(1), default=100, help="problems drawn from the task (or read)")
     shortest.add_argument("--levels", type=int, nargs="+", help="task levels (default: all), spread evenly")
-    shortest.add_argument("--n", type=int, default=8, help="responses sampled per problem")
+    shortest.add_argument("--n", type=at_least(1), default=8, help="responses sampled per problem")
     shortest.add_argument("--out", required=True, metavar="FILE.jsonl", help="where the kept solutions go")
-    shortest.add_argument("--temperature", type=float, default=1.0)
-    shortest.add_argument("--max-new-tokens", type=int, default=256)
-    shortest.add_argument("--batch-size", type=int, default=64, help="responses generated together")
-    shortest.add_argument("--seed", type=int, default=0, help="seeds the drawn problems and the sampling")
-    shortest.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    shortest.add_argument("--temperature", type=at_least(0, float), default=1.0)
+    shortest.add_argument("--max-new-tokens", type=at_least(1), default=256)
+    shortest.add_argument("--batch-size", type=at_least(1), default=64, help="responses generated together")
+    shortest.add_argument("--seed", type=at_least(0), default=0, help="seeds the drawn problems and the sampling")
+    shortest.add_argument("--threads", type=at_least(1), default=1, help="torch CPU threads")
     shortest.add_argument("--device", default="cpu")
     shortest.set_defaults(command=cmd_shortest)
 
@@ -202,8 +216,6 @@ def task_problems(args: argparse.Namespace) -> tuple[list[Problem], Check | None
 
     if args.task is None and args.data is None:
         raise UserError("rl llm shortest needs --task NAME or --data FILE to know which problems to answer.")
-    if args.problems < 1:
-        raise UserError(f"--problems must be at least 1, not {args.problems}.")
     task = get_task(args.task) if args.task else None
     if args.data:
         return load_problems(args.data, limit=args.problems), task.check if task else None
@@ -213,6 +225,8 @@ def task_problems(args: argparse.Namespace) -> tuple[list[Problem], Check | None
 
 
 def cmd_shortest(args: argparse.Namespace) -> int:
+    check_jsonl_out(args.out)  # before the sampling, not after it
+    check_device(args.device, "--device")
     problems, check = task_problems(args)
     torch.set_num_threads(args.threads)
     model, tokenizer = load_pretrained(model_dir(args.init), dtype=torch.float32, device=args.device)

@@ -14,9 +14,9 @@ import sys
 import warnings
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
-from rl.config import build_config, config_dict, field_docs, load_toml, parse_assignments
+from rl.config import at_least, build_config, config_dict, field_docs, load_toml, parse_assignments
 from rl.errors import EXIT_USER_ERROR, UserError
 
 EXIT_INTERRUPTED = 130
@@ -25,9 +25,8 @@ EXIT_INTERRUPTED = 130
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     warnings.showwarning = show_warning
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
     try:
+        args = build_parser(argv).parse_args(argv)
         return args.command(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -49,8 +48,15 @@ def show_warning(message: Warning | str, category: type[Warning], filename: str,
         SHOW_WARNING(message, category, filename, lineno, file, line)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, whose mistakes (an unknown flag, a missing value) end like every other: one `error:` line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message}; see `{self.prog} --help`.")
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rl", description="Reinforcement learning from tables to language models.")
+    parser = Parser(prog="rl", description="Reinforcement learning from tables to language models.")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     train = sub.add_parser(
@@ -62,9 +68,9 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     train.add_argument("agent", nargs="?", help="agent name (see `rl list`)")
     train.add_argument("--env", help="anything gymnasium.make accepts, module:Name-v0 included")
     budget = train.add_mutually_exclusive_group()
-    budget.add_argument("--total-steps", type=int, help="environment steps to train for")
-    budget.add_argument("--total-episodes", type=int, help="episodes to train for")
-    train.add_argument("--seed", type=int, nargs="+", default=[0], help="one run per seed, one after another")
+    budget.add_argument("--total-steps", type=at_least(1), help="environment steps to train for")
+    budget.add_argument("--total-episodes", type=at_least(1), help="episodes to train for")
+    train.add_argument("--seed", type=at_least(0), nargs="+", help="one run per seed, one after another (default 0)")
     train.add_argument("--runs-dir", default="runs", help="parent directory of the run directories")
     train.add_argument("--config", help="TOML file of agent config fields (and an [env_kwargs] table)")
     train.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", help="override agent config fields")
@@ -72,8 +78,10 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         "--env-kwargs", nargs="+", action="extend", metavar="KEY=VALUE", help="kwargs for gymnasium.make"
     )
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
-    train.add_argument("--checkpoint-every", type=int, default=50_000, help="environment steps between checkpoints")
-    train.add_argument("--eval-episodes", type=int, default=10, help="greedy episodes in the final evaluation")
+    train.add_argument(
+        "--checkpoint-every", type=at_least(1), default=50_000, help="environment steps between checkpoints"
+    )
+    train.add_argument("--eval-episodes", type=at_least(1), default=10, help="greedy episodes in the final evaluation")
     train.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     train.add_argument(
         "--threads",
@@ -85,8 +93,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("eval", help="run a trained agent's greedy policy")
     evaluate.add_argument("run_dir", help="a run directory written by `rl train`")
-    evaluate.add_argument("--episodes", type=int, default=10)
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--episodes", type=at_least(1), default=10)
+    evaluate.add_argument("--seed", type=at_least(0), default=0)
     evaluate.set_defaults(command=cmd_eval)
 
     plan = sub.add_parser("plan", help="optimal values and policy of an env that exposes its model")
@@ -112,7 +120,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="train tabular agents on the grid world and compare them with the optimum")
     demo.add_argument("--runs-dir", default="runs")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=at_least(0), default=0)
     demo.add_argument(
         "--llm", action="store_true", help="then warm up a tiny language model and train it with Kimi RL (~7 min)"
     )
@@ -159,7 +167,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         if not args.agent or not args.env:
             raise UserError("rl train needs an agent and --env (or --resume RUN_DIR); see `rl train --help`.")
-        jobs = [new_job(args, seed) for seed in args.seed]
+        jobs = [new_job(args, seed) for seed in args.seed or [0]]
     for spec, overrides, run_dir in jobs:
         entry = get_agent(spec.agent)
         cfg = build_config(entry.config, overrides, spec.agent)
@@ -178,7 +186,10 @@ def new_job(args: argparse.Namespace, seed: int) -> tuple[Any, dict, None]:
     from rl.run import RunSpec
 
     file_config = load_toml(args.config) if args.config else {}
-    env_kwargs = {**file_config.pop("env_kwargs", {}), **parse_assignments(args.env_kwargs, "--env-kwargs")}
+    file_env_kwargs = file_config.pop("env_kwargs", {})
+    if not isinstance(file_env_kwargs, dict):
+        raise UserError(f"env_kwargs in {args.config} must be a table, not {file_env_kwargs!r}; write [env_kwargs].")
+    env_kwargs = {**file_env_kwargs, **parse_assignments(args.env_kwargs, "--env-kwargs")}
     overrides = {**file_config, **parse_assignments(args.set, "--set")}
     spec = RunSpec(
         agent=args.agent,
@@ -198,24 +209,27 @@ def new_job(args: argparse.Namespace, seed: int) -> tuple[Any, dict, None]:
 def resume_job(args: argparse.Namespace) -> tuple[Any, dict, Path]:
     """The spec and config a run was started with; --total-steps or --total-episodes may extend its budget."""
     from rl.run import RunSpec
+    from rl.run_logger import read_run_config
 
+    given = {"AGENT": args.agent, "--env": args.env, "--seed": args.seed, "--config": args.config,
+             "--set": args.set, "--env-kwargs": args.env_kwargs}  # fmt: skip
+    changes = [name for name, value in given.items() if value]
+    if changes:
+        raise UserError(
+            f"--resume continues a run with the config it was started with, so {', '.join(changes)} cannot change "
+            f"it; drop {'it' if len(changes) == 1 else 'them'}, or start a new run."
+        )
     run_dir = Path(args.resume)
-    saved = read_run_config(run_dir)
+    saved = read_run_config(run_dir, "agent_config", "rl train")
     spec_fields = dict(saved["spec"])
     if args.total_steps is not None or args.total_episodes is not None:
         spec_fields.update(total_steps=args.total_steps, total_episodes=args.total_episodes)
     spec_fields["quiet"] = args.quiet
-    return RunSpec(**spec_fields), saved["agent_config"], run_dir
-
-
-def read_run_config(run_dir: Path) -> dict:
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise UserError(f"{run_dir} has no config.json; pass a run directory written by `rl train`.")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path} is not valid JSON ({error}); the run directory is damaged.") from None
+        spec = RunSpec(**spec_fields)
+    except TypeError as error:
+        raise UserError(f"{run_dir / 'config.json'} has a spec `rl train` cannot read ({error}).") from None
+    return spec, saved["agent_config"], run_dir
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -223,15 +237,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from agents.registry import get_agent
     from rl.checkpoint import load_checkpoint
     from rl.environments import make_env
+    from rl.errors import one_line
     from rl.evaluation import evaluate_policy
+    from rl.run_logger import read_run_config
 
-    saved = read_run_config(Path(args.run_dir))
+    run_dir = Path(args.run_dir)
+    saved = read_run_config(run_dir, "agent_config", "rl train")
     spec = saved["spec"]
-    entry = get_agent(spec["agent"])
-    arrays, _ = load_checkpoint(Path(args.run_dir))
-    cfg = build_config(entry.config, saved["agent_config"], spec["agent"])
-    env = make_env(spec["env_id"], spec["env_kwargs"])
-    act = entry.act_from_checkpoint(arrays, cfg, env)
+    entry = get_agent(str(spec.get("agent")))
+    arrays, meta = load_checkpoint(run_dir)
+    if meta.get("agent") != entry.name:
+        raise UserError(
+            f"the checkpoint in {run_dir} was saved by {meta.get('agent')!r}, but its config.json names "
+            f"{entry.name!r}; evaluate a run directory whose checkpoint and config.json belong together."
+        )
+    cfg = build_config(entry.config, saved["agent_config"], entry.name)
+    env = make_env(spec.get("env_id", ""), spec.get("env_kwargs"))
+    try:
+        act = entry.act_from_checkpoint(arrays, cfg, env)
+    except (RuntimeError, KeyError, ValueError) as error:
+        raise UserError(
+            f"the checkpoint in {run_dir} does not fit its config.json ({one_line(error)}); was config.json edited?"
+        ) from None
     returns = evaluate_policy(env, act, args.episodes, seed=args.seed)
     env.close()
     summary = {"mean_return": float(returns.mean()), "std_return": float(returns.std()), "episodes": args.episodes}

@@ -318,6 +318,8 @@ def plot_groups(groups: Sequence[Group], tag: str, out_path: str | Path) -> Path
 
 def compare(run_dirs: Sequence[str | Path], tag: str = DEFAULT_TAG, out: str | Path | None = None) -> str:
     """Reads, groups and summarises the runs; saves the plot if `out` is given; returns the table text."""
+    if out is not None and Path(out).is_dir():
+        raise UserError(f"--out {out} is a directory; pass an image file name, such as {Path(out) / 'curves.png'}.")
     groups = load_groups(run_dirs, tag)
     if out is not None:
         plot_groups(groups, tag, out)

@@ -6,6 +6,7 @@ as strings otherwise. A key the dataclass lacks, or a value of the wrong type, i
 
 from __future__ import annotations
 
+import argparse
 import ast
 import dataclasses
 import inspect
@@ -14,6 +15,7 @@ import sys
 import textwrap
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +46,30 @@ def parse_assignments(items: list[str] | None, flag: str) -> dict[str, Any]:
     return result
 
 
+def at_least(minimum: float, kind: Callable[[str], float] = int) -> Callable[[str], Any]:
+    """An argparse type: a number (an int, or a float if `kind` is float) no smaller than `minimum`."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not value >= minimum:  # NaN too
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}; pass {minimum} or more")
+        return value
+
+    return parse
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
     except FileNotFoundError:
         raise UserError(f"config file {path} does not exist; check the path given to --config.") from None
-    except tomllib.TOMLDecodeError as error:
+    except IsADirectoryError:
+        raise UserError(f"config file {path} is a directory; pass a TOML file to --config.") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise UserError(f"config file {path} is not valid TOML ({error}); fix the line it names.") from None
 
 
@@ -88,9 +107,42 @@ def build_config(cls: type, overrides: dict[str, Any], owner: str) -> Any:
             raise UserError(f"{owner} has no config key {key!r}; valid keys are: {', '.join(names)}.")
         values[key] = coerce(value, hints[key], f"{owner} config key {key!r}")
     try:
-        return cls(**values)
+        cfg = cls(**values)
     except ValueError as error:
         raise UserError(f"bad {owner} config: {error}; fix it with --set KEY=VALUE or in the --config file.") from None
+    check_shared_rules(cfg, owner)
+    return cfg
+
+
+def check_shared_rules(cfg: Any, owner: str) -> None:
+    """What holds for every config: a learning rate is positive, and a device is one torch can use here."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        is_rate = f.name == "learning_rate" or f.name.endswith("_learning_rate")
+        if is_rate and isinstance(value, (int, float)) and not value > 0:
+            raise UserError(f"{owner} config key {f.name!r} must be positive, not {value}; fix it with --set.")
+        if f.name == "device" and isinstance(value, str):
+            check_device(value, f"{owner} config key 'device'")
+
+
+def check_device(name: str, what: str = "device") -> None:
+    """A UserError unless torch can put tensors on `name` ("cpu", "cuda", "cuda:1", "mps") on this machine."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"{what}: {name!r} is not a torch device; use cpu or cuda (cuda:N for GPU N).") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"{what}: {name!r} needs CUDA, which is not available here; use device cpu.")
+        if device.index is not None and device.index >= count:
+            raise UserError(f"{what}: {name!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}.")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"{what}: {name!r} needs Apple's MPS, which is not available here; use device cpu.")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"{what}: {name!r} is not supported; use cpu or cuda.")
 
 
 def coerce(value: Any, hint: Any, what: str) -> Any:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import gymnasium as gym
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
-from rl.errors import UserError
+from rl.errors import UserError, one_line
 
 
 def make_env(env_id: str, env_kwargs: dict | None = None, render_mode: str | None = None) -> gym.Env:
@@ -17,22 +19,28 @@ def make_env(env_id: str, env_kwargs: dict | None = None, render_mode: str | Non
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
     try:
-        return gym.make(env_id, **kwargs)
+        with warnings.catch_warnings(record=True) as caught:  # shown once the env is made; noise before an error
+            warnings.simplefilter("default")
+            env = gym.make(env_id, **kwargs)
     except UserError:
         raise
     except (gym.error.NameNotFound, gym.error.NamespaceNotFound, gym.error.VersionNotFound) as error:
         raise UserError(
-            f"unknown env id {env_id!r} ({error}); run `rl list` for this package's envs, or pass "
+            f"unknown env id {env_id!r} ({one_line(error)}); run `rl list` for this package's envs, or pass "
             "`module:Name-v0` to import the module that registers yours."
         ) from None
     except gym.error.Error as error:
-        raise UserError(f"cannot make env {env_id!r}: {error}.") from None
+        raise UserError(f"cannot make env {env_id!r}: {one_line(error)}.") from None
     except ModuleNotFoundError as error:
         raise UserError(f"cannot make env {env_id!r}: {error}; check the module part of `module:Name-v0`.") from None
-    except TypeError as error:
+    except (TypeError, KeyError, ValueError) as error:
         raise UserError(
-            f"cannot make env {env_id!r} with env kwargs {kwargs}: {error}; check the names given to --env-kwargs."
+            f"cannot make env {env_id!r} with env kwargs {kwargs}: {type(error).__name__}: {one_line(error)}; "
+            "check the names and values given to --env-kwargs."
         ) from None
+    for warning in caught:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return env
 
 
 def make_vector_env(env_id: str, num_envs: int, env_kwargs: dict | None = None) -> SyncVectorEnv:

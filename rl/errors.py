@@ -20,3 +20,14 @@ def run_script(main: Callable[[], object]) -> None:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+
+
+def one_line(error: BaseException) -> str:
+    """A library's multi-line message (torch's `load_state_dict` lists every mismatch) as its first detail line and
+    a count of the rest, so that a UserError built from it stays one line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0].rstrip(".") if lines else type(error).__name__
+    first = lines[1] if lines[0].endswith(":") else lines[0]
+    rest = len(lines) - (2 if lines[0].endswith(":") else 1)
+    return first.rstrip(".") + (f" (and {rest} more)" if rest else "")

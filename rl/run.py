@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.vector import VectorEnv
 
 from rl.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from rl.environments import make_env, make_vector_env
-from rl.errors import UserError
+from rl.errors import UserError, one_line
 from rl.evaluation import evaluate_policy
 from rl.rollout import Rollout
 from rl.run_logger import RunLogger, new_run_dir
@@ -66,6 +68,11 @@ class RunSpec:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise UserError(f"{name} must be positive, not {value}; pass a positive number.")
+        for name in ("checkpoint_every", "eval_episodes", "print_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be at least 1, not {getattr(self, name)}; pass 1 or more.")
+        if self.seed < 0:
+            raise UserError(f"seed must be a non-negative integer, not {self.seed}; pass --seed 0 or above.")
 
 
 class Run:
@@ -81,18 +88,18 @@ class Run:
         self._objects: dict[str, Stateful] = {}
         self._restored: dict[str, np.ndarray] = {}
         self._restored_meta: dict[str, Any] = {}
-        global_step, episodes, env_seed = 0, 0, spec.seed
+        global_step, episodes = 0, 0
         if run_dir is not None:
             self._restored, self._restored_meta = load_checkpoint(run_dir)
+            global_step, episodes = self._check_resumable(Path(run_dir))
             restore_generator(self.rng, self._restored_meta["rng"])
             torch.set_rng_state(torch.from_numpy(self._restored["torch_rng"]))
-            global_step, episodes = self._restored_meta["global_step"], self._restored_meta["episodes"]
-            env_seed = spec.seed + global_step  # a fresh episode; a mid-episode env state is not saved.
-        self._env_seed = env_seed
+        self._env_seed = spec.seed + global_step  # on resume a fresh episode: a mid-episode env state is not saved.
+        self._start_step = global_step
+        self.rollout = start_rollout(self.env, self._env_seed, global_step, episodes, spec.env_id)
         self.run_dir = (
             Path(run_dir) if run_dir is not None else new_run_dir(spec.runs_dir, spec.env_id, spec.agent, spec.seed)
         )
-        self.rollout = Rollout(self.env, seed=env_seed, global_step=global_step, episodes=episodes)
         full_config = {"spec": {**spec.__dict__}, "agent_config": config}
         self.logger = RunLogger(
             self.run_dir,
@@ -103,6 +110,25 @@ class Run:
             quiet=spec.quiet,
         )
         self._next_checkpoint = global_step + spec.checkpoint_every
+
+    def _check_resumable(self, run_dir: Path) -> tuple[int, int]:
+        """The checkpoint's step and episode count, once it is known to be this agent's and to have budget left."""
+        meta, spec = self._restored_meta, self.spec
+        if meta.get("agent") != spec.agent:
+            raise UserError(
+                f"the checkpoint in {run_dir} was saved by {meta.get('agent')!r}, but its config.json names "
+                f"{spec.agent!r}; resume a run directory whose checkpoint and config.json belong together."
+            )
+        global_step, episodes = int(meta.get("global_step", 0)), int(meta.get("episodes", 0))
+        for name, done in (("total_steps", global_step), ("total_episodes", episodes)):
+            budget = getattr(spec, name)
+            if budget is not None and done >= budget:
+                flag = "--" + name.replace("_", "-")
+                raise UserError(
+                    f"{run_dir} already reached {name} {done} (its budget is {budget}); pass {flag} above {done} "
+                    "to train it further."
+                )
+        return global_step, episodes
 
     @property
     def resumed(self) -> bool:
@@ -133,7 +159,7 @@ class Run:
                 obj.load_state_dict(unflatten_state(skeletons[name], self._restored))
             except (RuntimeError, ValueError, KeyError) as error:
                 raise UserError(
-                    f"checkpoint state {name!r} does not fit this run ({error}); "
+                    f"checkpoint state {name!r} does not fit this run ({one_line(error)}); "
                     "resume with the env and config the run was started with."
                 ) from None
         self._objects[name] = obj
@@ -142,8 +168,8 @@ class Run:
         """Moves the run onto N copies of its env stepping together; env i is seeded with seed + i."""
         self.env.close()
         self.env = make_vector_env(self.spec.env_id, num_envs, self.spec.env_kwargs)
-        self.rollout = Rollout(
-            self.env, seed=self._env_seed, global_step=self.rollout.global_step, episodes=self.rollout.episodes
+        self.rollout = start_rollout(
+            self.env, self._env_seed, self.rollout.global_step, self.rollout.episodes, self.spec.env_id
         )
         return self.rollout
 
@@ -198,10 +224,21 @@ class Run:
             signal.signal(sig, handler)
         self.logger.close()
         self.env.close()
-        if exc_type is not None and self.rollout.global_step == 0 and not self.resumed:
-            shutil.rmtree(self.run_dir)  # failed before the first step (a bad space, say): leave no empty run behind
-        else:
+        if exc_type is None or self.rollout.global_step > self._start_step:
             self.save()  # finished, stopped, or crashed mid-run: keep what was learned
+        elif not self.resumed:
+            shutil.rmtree(self.run_dir)  # failed before the first step (a bad space, say): leave no empty run behind
+        # A resume that failed before its first step leaves the checkpoint as it was: the state it would save now
+        # may be only partly restored (a network that did not fit the edited config).
 
     def _request_stop(self, signum: int, frame: object) -> None:
         self.stop_requested = True
+
+
+def start_rollout(env: gym.Env | VectorEnv, seed: int, global_step: int, episodes: int, env_id: str) -> Rollout:
+    """A rollout on `env`, whose first reset may fail on what `gymnasium.make` could not check (render_mode="human"
+    without pygame): that is a UserError."""
+    try:
+        return Rollout(env, seed=seed, global_step=global_step, episodes=episodes)
+    except gym.error.Error as error:
+        raise UserError(f"cannot reset env {env_id!r}: {one_line(error)}; check the env's kwargs and extras.") from None

@@ -6,6 +6,7 @@ training episode), `charts/SPS`, `losses/<name>`, `eval/episodic_return`, `eval/
 
 from __future__ import annotations
 
+import json
 import time
 from collections import deque
 from datetime import datetime
@@ -15,6 +16,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from rl.checkpoint import atomic_write_json
+from rl.errors import UserError
 from rl.rollout import EpisodeStats
 
 CONFIG_FILE = "config.json"
@@ -31,6 +33,22 @@ def new_run_dir(runs_dir: str | Path, env_id: str, agent: str, seed: int) -> Pat
         suffix += 1
     run_dir.mkdir(parents=True)
     return run_dir
+
+
+def read_run_config(run_dir: Path, key: str, command: str) -> dict:
+    """config.json of a run directory written by `command`, which keeps its config under `key` beside "spec"."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not Path(run_dir).is_dir():
+        raise UserError(f"run directory {run_dir} does not exist; pass a run directory written by `{command}`.")
+    if not path.is_file():
+        raise UserError(f"{run_dir} has no config.json; pass a run directory written by `{command}`.")
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path} is not valid JSON ({error}); the run directory is damaged.") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get(key), dict) or not isinstance(saved.get("spec"), dict):
+        raise UserError(f"{run_dir} was not written by `{command}`; pass one of its run directories.")
+    return saved
 
 
 def config_as_markdown(config: dict) -> str:

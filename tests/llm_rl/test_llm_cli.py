@@ -228,11 +228,19 @@ def test_other_commands_do_not_import_llm_rl():
         (["llm", "train", "--init", "{ckpt}", "--model", "{tmp}", "--task", "addition"], "name different models"),
         (["llm", "train", "--task", "addition"], "needs --init CHECKPOINT (or --model PATH)"),
         (["llm", "train", "--model", "{tmp}", "--task", "addition", "--set", "precision=fp16"], "unknown precision"),
+        (["llm", "sft", "--task", "addition", "--set", "device=gpu"], "not a torch device"),
+        (["llm", "eval", "{ckpt}", "--task", "addition", "--temperature", "-1"], "--temperature"),
+        (["llm", "eval", "{ckpt}", "--task", "addition", "--device", "foo"], "not a torch device"),
+        (["llm", "eval", "{ckpt}/..", "--task", "addition", "--n", "0"], "--n"),
+        (["llm", "merge", "{ckpt}", "{ckpt}", "--out", "{ckpt}"], "one of the models being merged"),
+        (["llm", "merge", "{ckpt}", "{ckpt}", "--out", "{tmp}/bad.jsonl"], "is a file"),
+        (["llm", "shortest", "--init", "{ckpt}", "--task", "addition", "--out", "{tmp}/dir.jsonl"], "is a directory"),
     ],
 )
 @pytest.mark.filterwarnings("ignore:.*malformed")  # the loader warns about each bad row before it gives up
 def test_mistakes_are_one_line_errors(capsys, tmp_path, checkpoint, argv, message):
     (tmp_path / "bad.jsonl").write_text("not json\n{}\n")
+    (tmp_path / "dir.jsonl").mkdir()
     runs = tmp_path / "runs"
     extra = ["--runs-dir", str(runs)] if argv[1] in ("sft", "train") else []
     code, _, err = run_cli(capsys, *[a.format(tmp=tmp_path, ckpt=checkpoint) for a in argv], *extra)

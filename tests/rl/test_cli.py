@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
@@ -100,6 +101,77 @@ def test_resume_continues_the_run(capsys, tmp_path):
     assert meta["global_step"] == 3000
 
 
+def small_dqn_run(capsys, tmp_path) -> Path:
+    code, out, _ = run_cli(
+        capsys, "train", "dqn", "--env", "CartPole-v1", "--total-steps", "300", "--set", "learning_starts=100",
+        "hidden_sizes=[16]", "--eval-episodes", "1", "--runs-dir", str(tmp_path), "--quiet",
+    )  # fmt: skip
+    assert code == 0
+    return run_dir_from(out)
+
+
+def edit_config(run_dir: Path, section: str, key: str, value: object) -> None:
+    path = run_dir / "config.json"
+    saved = json.loads(path.read_text())
+    saved[section][key] = value
+    path.write_text(json.dumps(saved))
+
+
+@pytest.mark.parametrize(
+    "section, key, value, message",
+    [
+        ("agent_config", "hidden_sizes", [32], "does not fit this run"),
+        ("spec", "env_id", "Acrobot-v1", "does not fit this run"),
+    ],
+)
+def test_a_resume_that_does_not_fit_leaves_the_checkpoint_as_it_was(capsys, tmp_path, section, key, value, message):
+    run_dir = small_dqn_run(capsys, tmp_path / "runs")
+    before = (run_dir / "checkpoint.safetensors").read_bytes()
+    edit_config(run_dir, section, key, value)
+    code, _, err = run_cli(capsys, "train", "--resume", str(run_dir), "--total-steps", "400", "--quiet")
+    assert code == 2 and err.startswith("error: ") and message in err
+    assert len(err.strip().splitlines()) == 1
+    assert (run_dir / "checkpoint.safetensors").read_bytes() == before
+    code, _, err = run_cli(capsys, "eval", str(run_dir), "--episodes", "1")
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_a_checkpoint_of_another_agent_is_refused(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "train", "sarsa", "--env", "GridWorld-v0", "--total-steps", "100",
+                           "--runs-dir", str(tmp_path), "--quiet")  # fmt: skip
+    run_dir = run_dir_from(out)
+    before = (run_dir / "checkpoint.safetensors").read_bytes()
+    edit_config(run_dir, "spec", "agent", "q_learning")  # the same config class: only the checkpoint tells
+    for argv in (["train", "--resume", str(run_dir), "--total-steps", "200"], ["eval", str(run_dir)]):
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 2 and "saved by 'sarsa'" in err and "names 'q_learning'" in err
+    assert (run_dir / "checkpoint.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ([], "already reached total_steps 300"),
+        (["--total-steps", "200"], "pass --total-steps above 300"),
+        (["--total-steps", "400", "--set", "gamma=0.5"], "--set cannot change it"),
+        (["--total-steps", "400", "--env-kwargs", "sutton_barto_reward=true"], "--env-kwargs cannot change it"),
+    ],
+)
+def test_resume_refuses_what_it_would_ignore(capsys, tmp_path, extra, message):
+    run_dir = small_dqn_run(capsys, tmp_path / "runs")
+    events = sorted(run_dir.glob("events.*"))
+    code, _, err = run_cli(capsys, "train", "--resume", str(run_dir), "--quiet", *extra)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert sorted(run_dir.glob("events.*")) == events  # nothing re-evaluated or logged
+
+
+def test_an_llm_run_directory_is_not_an_agent_run(capsys, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"spec": {"algo": "kimi"}, "rl_config": {}}))
+    for argv in (["train", "--resume", str(tmp_path)], ["eval", str(tmp_path)]):
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 2 and "was not written by `rl train`" in err
+
+
 def test_list_names_agents_and_envs(capsys):
     code, out, _ = run_cli(capsys, "list")
     assert code == 0
@@ -119,8 +191,20 @@ def test_list_names_agents_and_envs(capsys):
         (["train", "sarsa", "--env", "GridWorld-v0"], "--total-steps"),
         (["train", "sarsa", "--env", "GridWorld-v0", "--total-steps", "10", "--env-kwargs", "rows=-1"], "rows"),
         (["train", "sarsa", "--env", "GridWorld-v0", "--total-steps", "10", "--threads", "0"], "--threads 0"),
-        (["eval", "/nonexistent/run"], "config.json"),
+        (["eval", "/nonexistent/run"], "does not exist"),
         (["plan", "--env", "CartPole-v1"], "does not expose its model"),
+        (["train", "dqn", "--env", "CartPole-v1", "--total-steps", "10", "--set", "learning_rate=-1"], "positive"),
+        (["train", "td3", "--env", "Pendulum-v1", "--total-steps", "10", "--set", "learning_rate=0"], "positive"),
+        (["train", "dqn", "--env", "CartPole-v1", "--total-steps", "10", "--set", "device=foo"], "not a torch device"),
+        (["train", "sarsa", "--env", "GridWorld-v0", "--total-steps", "10", "--seed", "-1"], "--seed"),
+        (["train", "sarsa", "--env", "GridWorld-v0", "--total-steps", "10", "--eval-episodes", "0"], "--eval-episodes"),
+        (["train", "sarsa", "--env", "GridWorld-v0", "--total-steps", "10", "--bogus"], "unrecognized arguments"),
+        (
+            ["train", "q_learning", "--env", "FrozenLake-v1", "--total-steps", "10", "--env-kwargs", "map_name=9x9"],
+            "map_name",
+        ),
+        (["eval", "/nonexistent/run", "--episodes", "0"], "--episodes"),
+        (["compare", "/nonexistent/run", "--out", "/"], "is a directory"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(capsys, tmp_path, argv, message):
@@ -129,6 +213,25 @@ def test_user_errors_are_one_line_and_exit_2(capsys, tmp_path, argv, message):
     assert err.startswith("error: ") and message in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not list(tmp_path.iterdir())  # no half-made run directory left behind
+
+
+class NeedsAMissingExtra(gym.Env):
+    """An env whose first reset fails as a renderer without its extra does (render_mode="human", no pygame)."""
+
+    observation_space = gym.spaces.Discrete(2)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        raise gym.error.DependencyNotInstalled("pygame is not installed")
+
+
+def test_an_env_that_fails_on_reset_is_one_line_and_leaves_no_run(capsys, tmp_path):
+    gym.register("NeedsAMissingExtra-v0", entry_point=NeedsAMissingExtra)
+    code, _, err = run_cli(capsys, "train", "sarsa", "--env", "NeedsAMissingExtra-v0", "--total-steps", "10",
+                           "--runs-dir", str(tmp_path))  # fmt: skip
+    assert code == 2 and err.startswith("error: cannot reset env") and "pygame" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_benchmark_script_reports_a_user_error_in_one_line(tmp_path):
