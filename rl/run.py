@@ -30,6 +30,9 @@ from rl.rollout import Rollout
 from rl.run_logger import RunLogger, new_run_dir
 from rl.seeding import generator_state, restore_generator, seed_everything
 
+EVENTS_GLOB = "events.out.tfevents.*"
+"""TensorBoard's event files in a run directory."""
+
 
 class Stateful(Protocol):
     """Anything with a state dict: torch modules and optimisers, the replay buffer."""
@@ -100,6 +103,7 @@ class Run:
         self.run_dir = (
             Path(run_dir) if run_dir is not None else new_run_dir(spec.runs_dir, spec.env_id, spec.agent, spec.seed)
         )
+        self._earlier_events = set(self.run_dir.glob(EVENTS_GLOB))
         full_config = {"spec": {**spec.__dict__}, "agent_config": config}
         self.logger = RunLogger(
             self.run_dir,
@@ -228,8 +232,10 @@ class Run:
             self.save()  # finished, stopped, or crashed mid-run: keep what was learned
         elif not self.resumed:
             shutil.rmtree(self.run_dir)  # failed before the first step (a bad space, say): leave no empty run behind
-        # A resume that failed before its first step leaves the checkpoint as it was: the state it would save now
-        # may be only partly restored (a network that did not fit the edited config).
+        else:  # a resume that failed before its first step: the checkpoint stays as it was (the state it would save
+            # now may be only partly restored, a network that did not fit an edited config), and so do the events
+            for events in set(self.run_dir.glob(EVENTS_GLOB)) - self._earlier_events:
+                events.unlink()
 
     def _request_stop(self, signum: int, frame: object) -> None:
         self.stop_requested = True

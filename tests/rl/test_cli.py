@@ -126,12 +126,13 @@ def edit_config(run_dir: Path, section: str, key: str, value: object) -> None:
 )
 def test_a_resume_that_does_not_fit_leaves_the_checkpoint_as_it_was(capsys, tmp_path, section, key, value, message):
     run_dir = small_dqn_run(capsys, tmp_path / "runs")
-    before = (run_dir / "checkpoint.safetensors").read_bytes()
+    before, events = (run_dir / "checkpoint.safetensors").read_bytes(), sorted(run_dir.glob("events.*"))
     edit_config(run_dir, section, key, value)
     code, _, err = run_cli(capsys, "train", "--resume", str(run_dir), "--total-steps", "400", "--quiet")
     assert code == 2 and err.startswith("error: ") and message in err
     assert len(err.strip().splitlines()) == 1
     assert (run_dir / "checkpoint.safetensors").read_bytes() == before
+    assert sorted(run_dir.glob("events.*")) == events
     code, _, err = run_cli(capsys, "eval", str(run_dir), "--episodes", "1")
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
 
