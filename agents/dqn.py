@@ -88,9 +88,12 @@ class Config:
             raise ValueError(f"tau must be in (0, 1], not {self.tau}")
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], not {self.gamma}")
-        for name in ("buffer_size", "batch_size", "train_frequency", "gradient_steps", "num_envs", "n_step"):
+        for name in ("buffer_size", "batch_size", "train_frequency", "gradient_steps", "num_envs", "n_step",
+                     "target_update_interval"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if not (self.prioritized_alpha >= 0 and 0 <= self.prioritized_beta <= 1):
+            raise ValueError("prioritized_alpha must be >= 0 and prioritized_beta in [0, 1]")
 
 
 class QNetwork(nn.Module):

@@ -36,6 +36,7 @@ Deviations from the books:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +48,7 @@ from agents.features import FEATURE_KINDS, FeatureMap, Features, make_features
 from agents.planning import one_hot_policy, policy_evaluation, value_iteration
 from agents.tabular import epsilon_at, epsilon_greedy_action
 from agents.td import check_unit_interval, td_target
-from rl.errors import UserError
+from rl.errors import Diverged, UserError
 from rl.mdp import model_of
 from rl.run import Run
 from rl.spaces import discrete_size
@@ -139,7 +140,7 @@ class LinearResult:
 
 
 def check_common(cfg: PredictionConfig | ControlConfig) -> None:
-    if cfg.alpha <= 0.0:
+    if not cfg.alpha > 0.0:
         raise ValueError(f"alpha must be positive, not {cfg.alpha}")
     if cfg.features not in FEATURE_KINDS:
         raise ValueError(f"features must be one of {', '.join(map(repr, FEATURE_KINDS))}, not {cfg.features!r}")
@@ -175,12 +176,21 @@ def action_values(w: np.ndarray, x: Features) -> np.ndarray:
 
 def semi_gradient_step(w: np.ndarray, x: Features, step: float, td_error: float) -> None:
     """w <- w + step * td_error * grad_w (w . x(s)), in place; the gradient of a linear value is x(s)."""
+    if not math.isfinite(td_error):  # semi-gradient TD with a large step on large features diverges
+        raise Diverged(
+            f"the linear weights diverged (TD error {td_error}); lower alpha (now {step} per feature) or use "
+            "tile coding, whose features are 0 or 1."
+        )
     w[x.indices] += step * td_error * x.values
 
 
 # The agents.
 
+NO_OVERFLOW_WARNINGS = np.errstate(over="ignore", invalid="ignore")
+"""Diverging weights overflow before the TD error turns non-finite: `semi_gradient_step` reports it as one error."""
 
+
+@NO_OVERFLOW_WARNINGS
 def train_td_linear(cfg: PredictionConfig, run: Run) -> LinearResult:
     """TD-Linear (book 8.2; S&B 9.3's semi-gradient TD(0)): the values of a fixed policy."""
     n_actions = discrete_size(run.env.action_space, "action", run.spec.agent, run.spec.env_id, ACTION_HINT)
@@ -220,6 +230,7 @@ def evaluated_policy(cfg: PredictionConfig, run: Run, n_actions: int) -> Callabl
     return lambda obs: table[int(obs)]
 
 
+@NO_OVERFLOW_WARNINGS
 def train_sarsa_linear(cfg: ControlConfig, run: Run) -> LinearResult:
     """Semi-gradient Sarsa (S&B 10.1, book 8.3.1): on-policy control with an epsilon-greedy policy."""
     features, w = control_setup(cfg, run)
@@ -239,6 +250,7 @@ def train_sarsa_linear(cfg: ControlConfig, run: Run) -> LinearResult:
     return finish_control(run, w, features)
 
 
+@NO_OVERFLOW_WARNINGS
 def train_q_learning_linear(cfg: ControlConfig, run: Run) -> LinearResult:
     """Q-learning with linear function approximation (book 8.3.2): behave epsilon-greedily, learn the greedy values."""
     features, w = control_setup(cfg, run)

@@ -10,6 +10,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from rl.errors import UserError
 from rl.run import Run
 from rl.schedules import linear_schedule
 from rl.spaces import discrete_size
@@ -117,5 +118,13 @@ def finish(run: Run, values: np.ndarray, policy: np.ndarray, q_values: np.ndarra
 def greedy_act_from_checkpoint(arrays: dict[str, np.ndarray], cfg: object, env: gym.Env) -> Callable[[Any], int]:
     """The greedy policy stored in a tabular checkpoint, as `act(obs) -> action`."""
     table = arrays["q"] if "q" in arrays else arrays["policy"]
+    env_id = str(env.spec.id if env.spec else env)
+    shape = (discrete_size(env.observation_space, "observation", "tabular", env_id),
+             discrete_size(env.action_space, "action", "tabular", env_id))  # fmt: skip
+    if table.shape != shape:
+        raise UserError(
+            f"the checkpoint's table has shape {table.shape} but {env_id} needs {shape} (states, actions); evaluate "
+            "with the env and env kwargs the run was trained on."
+        )
     actions = greedy_actions(table)
     return lambda obs: int(actions[int(obs)])

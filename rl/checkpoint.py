@@ -63,6 +63,8 @@ def load_checkpoint(run_dir: Path) -> tuple[dict[str, np.ndarray], dict]:
         with safe_open(path, framework="numpy") as f:
             meta = json.loads((f.metadata() or {})["meta"])
             arrays = {name: f.get_tensor(name) for name in f.keys()}
+        if not isinstance(meta, dict):
+            raise ValueError("its metadata is not a JSON object")
     except (SafetensorError, OSError, ValueError, KeyError, TypeError) as error:
         raise UserError(
             f"checkpoint {path} is corrupt or not ours ({error}); retrain, or restore the file from a backup."

@@ -16,7 +16,16 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from rl.config import at_least, build_config, config_dict, field_docs, load_toml, parse_assignments
+from rl.config import (
+    at_least,
+    build_config,
+    config_dict,
+    field_docs,
+    load_toml,
+    parse_assignments,
+    seed_type,
+    threads_type,
+)
 from rl.errors import EXIT_USER_ERROR, UserError
 
 EXIT_INTERRUPTED = 130
@@ -30,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.command(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except MemoryError:
+        print("error: out of memory; lower the sizes in the config (buffer_size, hidden_sizes, batch sizes).",
+              file=sys.stderr)  # fmt: skip
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -70,7 +83,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     budget = train.add_mutually_exclusive_group()
     budget.add_argument("--total-steps", type=at_least(1), help="environment steps to train for")
     budget.add_argument("--total-episodes", type=at_least(1), help="episodes to train for")
-    train.add_argument("--seed", type=at_least(0), nargs="+", help="one run per seed, one after another (default 0)")
+    train.add_argument("--seed", type=seed_type(), nargs="+", help="one run per seed, one after another (default 0)")
     train.add_argument("--runs-dir", default="runs", help="parent directory of the run directories")
     train.add_argument("--config", help="TOML file of agent config fields (and an [env_kwargs] table)")
     train.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", help="override agent config fields")
@@ -85,7 +98,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     train.add_argument(
         "--threads",
-        type=int,
+        type=threads_type(),
         default=1,
         help="torch CPU threads (1 suits small networks; more oversubscribe a busy box)",
     )
@@ -94,7 +107,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     evaluate = sub.add_parser("eval", help="run a trained agent's greedy policy")
     evaluate.add_argument("run_dir", help="a run directory written by `rl train`")
     evaluate.add_argument("--episodes", type=at_least(1), default=10)
-    evaluate.add_argument("--seed", type=at_least(0), default=0)
+    evaluate.add_argument("--seed", type=seed_type(), default=0)
     evaluate.set_defaults(command=cmd_eval)
 
     plan = sub.add_parser("plan", help="optimal values and policy of an env that exposes its model")
@@ -120,7 +133,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="train tabular agents on the grid world and compare them with the optimum")
     demo.add_argument("--runs-dir", default="runs")
-    demo.add_argument("--seed", type=at_least(0), default=0)
+    demo.add_argument("--seed", type=seed_type(), default=0)
     demo.add_argument(
         "--llm", action="store_true", help="then warm up a tiny language model and train it with Kimi RL (~7 min)"
     )
@@ -159,8 +172,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     from agents.registry import get_agent
     from rl.run import Run
 
-    if args.threads < 1:
-        raise UserError(f"--threads {args.threads}: give at least 1 torch CPU thread.")
     torch.set_num_threads(args.threads)
     if args.resume:
         jobs = [resume_job(args)]

@@ -154,9 +154,9 @@ def read_run(run_dir: str | Path, tag: str) -> RunCurve:
     run_dir = Path(run_dir)
     require_run_dir(run_dir)
     try:
-        spec = json.loads((run_dir / CONFIG_FILE).read_text())["spec"]
+        spec = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))["spec"]
         agent, env_id = str(spec["agent"]), env_label(spec["env_id"], spec.get("env_kwargs") or {})
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as error:
         raise UserError(
             f"{run_dir / CONFIG_FILE} lacks spec.agent or spec.env_id ({error!r}); pass runs made by `rl train`."
         ) from error
@@ -307,12 +307,14 @@ def plot_groups(groups: Sequence[Group], tag: str, out_path: str | Path) -> Path
     axes.set_ylabel(tag)
     axes.grid(alpha=0.3)
     axes.legend()
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     image_format = out_path.suffix.lstrip(".").lower() or "png"
     try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(out_path, format=image_format, dpi=120)
     except ValueError as error:
         raise UserError(f"cannot write a {image_format!r} image to {out_path}; pass --out FILE.png.") from error
+    except OSError as error:
+        raise UserError(f"cannot write {out_path} ({error.strerror}); pass --out in a writable directory.") from None
     return out_path
 
 

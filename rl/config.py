@@ -11,6 +11,8 @@ import ast
 import dataclasses
 import inspect
 import json
+import math
+import os
 import sys
 import textwrap
 import types
@@ -46,8 +48,12 @@ def parse_assignments(items: list[str] | None, flag: str) -> dict[str, Any]:
     return result
 
 
-def at_least(minimum: float, kind: Callable[[str], float] = int) -> Callable[[str], Any]:
-    """An argparse type: a number (an int, or a float if `kind` is float) no smaller than `minimum`."""
+MAX_SEED = 2**32 - 1
+"""Seeds run from 0 to this (NumPy's legacy seeding and most envs take 32-bit seeds)."""
+
+
+def at_least(minimum: float, kind: Callable[[str], float] = int, maximum: float | None = None) -> Callable[[str], Any]:
+    """An argparse type: a number (an int, or a float if `kind` is float) from `minimum` up to `maximum`."""
 
     def parse(text: str) -> Any:
         try:
@@ -56,9 +62,21 @@ def at_least(minimum: float, kind: Callable[[str], float] = int) -> Callable[[st
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
         if not value >= minimum:  # NaN too
             raise argparse.ArgumentTypeError(f"{value} is below {minimum}; pass {minimum} or more")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{value} is above {maximum}; pass {maximum} or less")
         return value
 
     return parse
+
+
+def seed_type() -> Callable[[str], int]:
+    """An argparse type for seeds: 0 to MAX_SEED."""
+    return at_least(0, int, MAX_SEED)
+
+
+def threads_type() -> Callable[[str], int]:
+    """An argparse type for torch CPU threads: 1 to this machine's core count."""
+    return at_least(1, int, os.cpu_count() or 1)
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
@@ -115,14 +133,45 @@ def build_config(cls: type, overrides: dict[str, Any], owner: str) -> Any:
 
 
 def check_shared_rules(cfg: Any, owner: str) -> None:
-    """What holds for every config: a learning rate is positive, and a device is one torch can use here."""
+    """What holds for every config, whatever its own checks: see `shared_rule_broken`; and a device is one that torch
+    can use on this machine."""
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
-        is_rate = f.name == "learning_rate" or f.name.endswith("_learning_rate")
-        if is_rate and isinstance(value, (int, float)) and not value > 0:
-            raise UserError(f"{owner} config key {f.name!r} must be positive, not {value}; fix it with --set.")
+        broken = shared_rule_broken(f.name, value)
+        if broken:
+            raise UserError(
+                f"{owner} config key {f.name!r} {broken}, not {value!r}; fix it with --set or in the --config file."
+            )
         if f.name == "device" and isinstance(value, str):
             check_device(value, f"{owner} config key 'device'")
+
+
+def shared_rule_broken(name: str, value: Any) -> str | None:
+    """The rule a config value breaks, by the field's name: no NaN anywhere; learning rates finite and positive; Adam's
+    betas in [0, 1); gradient-norm caps positive; optimiser eps (*_eps) not negative; layer widths at least 1;
+    exploration rates (epsilon*) in [0, 1]; step counts (*_steps, learning_starts) not negative. None if it breaks
+    none."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    numbers = [v for v in items if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if any(isinstance(v, float) and math.isnan(v) for v in numbers):
+        return "must be a number"
+    if not numbers:
+        return None
+    if name == "learning_rate" or name.endswith("_learning_rate"):
+        return None if math.isfinite(value) and value > 0 else "must be positive and finite"
+    if name == "adam_betas":
+        return None if all(0 <= v < 1 for v in numbers) else "must be two numbers in [0, 1)"
+    if name == "max_grad_norm":
+        return None if value > 0 else "must be positive"
+    if name == "hidden_sizes":
+        return None if all(isinstance(v, int) and v >= 1 for v in numbers) else "must list layer widths of 1 or more"
+    if name.startswith("epsilon") and isinstance(value, float):
+        return None if 0 <= value <= 1 else "must be in [0, 1]"
+    if name.endswith("_eps"):
+        return None if value >= 0 else "must not be negative"
+    if name.endswith("_steps") or name == "learning_starts":
+        return None if value >= 0 else "must not be negative"
+    return None
 
 
 def check_device(name: str, what: str = "device") -> None:

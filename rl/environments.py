@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import gymnasium as gym
@@ -15,6 +16,8 @@ def make_env(env_id: str, env_kwargs: dict | None = None, render_mode: str | Non
 
     `env_id` is anything `gymnasium.make` accepts, `module:Name-v0` included.
     """
+    if env_kwargs is not None and not isinstance(env_kwargs, dict):
+        raise UserError(f"env kwargs for {env_id!r} must be a mapping of names to values, not {env_kwargs!r}.")
     kwargs = dict(env_kwargs or {})
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
@@ -38,9 +41,46 @@ def make_env(env_id: str, env_kwargs: dict | None = None, render_mode: str | Non
             f"cannot make env {env_id!r} with env kwargs {kwargs}: {type(error).__name__}: {one_line(error)}; "
             "check the names and values given to --env-kwargs."
         ) from None
+    try:
+        check_env_kwargs(env, env_id, kwargs)
+    except UserError:
+        env.close()
+        raise
     for warning in caught:
         warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     return env
+
+
+def check_env_kwargs(env: gym.Env, env_id: str, kwargs: dict) -> None:
+    """Env kwargs that `gymnasium.make` accepts but the env would trip on later (Pendulum's g="abc" at the first
+    step, FrozenLake's is_slippery="maybe" read as True): each must have the type of the constructor's default, and a
+    render_mode must be one the env lists."""
+    inner = env.unwrapped
+    modes = inner.metadata.get("render_modes", [])
+    if kwargs.get("render_mode") is not None and modes and kwargs["render_mode"] not in modes:
+        raise UserError(f"{env_id} has no render_mode {kwargs['render_mode']!r}; pick one of {', '.join(modes)}.")
+    try:
+        parameters = inspect.signature(type(inner).__init__).parameters
+    except (TypeError, ValueError):
+        return
+    for name, value in kwargs.items():
+        default = parameters[name].default if name in parameters else inspect.Parameter.empty
+        if not fits_default(value, default):
+            raise UserError(
+                f"{env_id}'s {name} defaults to {default!r}, so {value!r} will not do; pass a "
+                f"{type(default).__name__} to --env-kwargs {name}=..."
+            )
+
+
+def fits_default(value: object, default: object) -> bool:
+    """Whether `value` has the kind of type the default has (bool, number, str); True when nothing is known."""
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, str):
+        return isinstance(value, str)
+    return True
 
 
 def make_vector_env(env_id: str, num_envs: int, env_kwargs: dict | None = None) -> SyncVectorEnv:

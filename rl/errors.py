@@ -13,6 +13,10 @@ class UserError(Exception):
     """
 
 
+class Diverged(UserError):
+    """Training blew up (a non-finite TD error or loss): the run stops without saving over its last checkpoint."""
+
+
 def run_script(main: Callable[[], object]) -> None:
     """Runs a script's `main`; a UserError ends it with one `error:` line and exit status 2, without a traceback."""
     try:

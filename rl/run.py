@@ -22,12 +22,20 @@ import numpy as np
 import torch
 from gymnasium.vector import VectorEnv
 
-from rl.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
+from rl.checkpoint import (
+    CHECKPOINT_FILE,
+    atomic_write_bytes,
+    flatten_state,
+    load_checkpoint,
+    save_checkpoint,
+    unflatten_state,
+)
+from rl.config import MAX_SEED
 from rl.environments import make_env, make_vector_env
-from rl.errors import UserError, one_line
+from rl.errors import Diverged, UserError, one_line
 from rl.evaluation import evaluate_policy
 from rl.rollout import Rollout
-from rl.run_logger import RunLogger, new_run_dir
+from rl.run_logger import CONFIG_FILE, RunLogger, new_run_dir
 from rl.seeding import generator_state, restore_generator, seed_everything
 
 EVENTS_GLOB = "events.out.tfevents.*"
@@ -74,8 +82,8 @@ class RunSpec:
         for name in ("checkpoint_every", "eval_episodes", "print_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, not {getattr(self, name)}; pass 1 or more.")
-        if self.seed < 0:
-            raise UserError(f"seed must be a non-negative integer, not {self.seed}; pass --seed 0 or above.")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise UserError(f"seed must be an integer from 0 to {MAX_SEED}, not {self.seed}; pass another --seed.")
 
 
 class Run:
@@ -104,6 +112,7 @@ class Run:
             Path(run_dir) if run_dir is not None else new_run_dir(spec.runs_dir, spec.env_id, spec.agent, spec.seed)
         )
         self._earlier_events = set(self.run_dir.glob(EVENTS_GLOB))
+        self._earlier_config = (self.run_dir / CONFIG_FILE).read_bytes() if run_dir is not None else b""
         full_config = {"spec": {**spec.__dict__}, "agent_config": config}
         self.logger = RunLogger(
             self.run_dir,
@@ -228,14 +237,24 @@ class Run:
             signal.signal(sig, handler)
         self.logger.close()
         self.env.close()
+        if exc_type is not None and issubclass(exc_type, Diverged):
+            # Non-finite weights: the last checkpoint is worth more than they are; without one the run has nothing.
+            if not (self.run_dir / CHECKPOINT_FILE).exists():
+                shutil.rmtree(self.run_dir)
+            return
         if exc_type is None or self.rollout.global_step > self._start_step:
             self.save()  # finished, stopped, or crashed mid-run: keep what was learned
         elif not self.resumed:
             shutil.rmtree(self.run_dir)  # failed before the first step (a bad space, say): leave no empty run behind
-        else:  # a resume that failed before its first step: the checkpoint stays as it was (the state it would save
-            # now may be only partly restored, a network that did not fit an edited config), and so do the events
-            for events in set(self.run_dir.glob(EVENTS_GLOB)) - self._earlier_events:
-                events.unlink()
+        else:
+            self._undo_failed_resume()
+
+    def _undo_failed_resume(self) -> None:
+        """A resume that failed before its first step leaves the run as it found it: the checkpoint unsaved (the state
+        now may be only partly restored: a network that did not fit an edited config), config.json and the events."""
+        atomic_write_bytes(self.run_dir / CONFIG_FILE, self._earlier_config)
+        for events in set(self.run_dir.glob(EVENTS_GLOB)) - self._earlier_events:
+            events.unlink()
 
     def _request_stop(self, signum: int, frame: object) -> None:
         self.stop_requested = True

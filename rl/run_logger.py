@@ -31,7 +31,12 @@ def new_run_dir(runs_dir: str | Path, env_id: str, agent: str, seed: int) -> Pat
     while run_dir.exists():
         run_dir = Path(runs_dir) / f"{stem}-{suffix}"
         suffix += 1
-    run_dir.mkdir(parents=True)
+    try:
+        run_dir.mkdir(parents=True)
+    except OSError as error:
+        raise UserError(
+            f"cannot make a run directory under {runs_dir} ({error.strerror}); pass a writable --runs-dir."
+        ) from None
     return run_dir
 
 

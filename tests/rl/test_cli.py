@@ -128,11 +128,12 @@ def test_a_resume_that_does_not_fit_leaves_the_checkpoint_as_it_was(capsys, tmp_
     run_dir = small_dqn_run(capsys, tmp_path / "runs")
     before, events = (run_dir / "checkpoint.safetensors").read_bytes(), sorted(run_dir.glob("events.*"))
     edit_config(run_dir, section, key, value)
+    config = (run_dir / "config.json").read_bytes()
     code, _, err = run_cli(capsys, "train", "--resume", str(run_dir), "--total-steps", "400", "--quiet")
     assert code == 2 and err.startswith("error: ") and message in err
     assert len(err.strip().splitlines()) == 1
     assert (run_dir / "checkpoint.safetensors").read_bytes() == before
-    assert sorted(run_dir.glob("events.*")) == events
+    assert sorted(run_dir.glob("events.*")) == events and (run_dir / "config.json").read_bytes() == config
     code, _, err = run_cli(capsys, "eval", str(run_dir), "--episodes", "1")
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
 
@@ -191,7 +192,7 @@ def test_list_names_agents_and_envs(capsys):
         (["train", "sarsa", "--env", "CartPole-v1", "--total-steps", "10"], "Discrete observation space"),
         (["train", "sarsa", "--env", "GridWorld-v0"], "--total-steps"),
         (["train", "sarsa", "--env", "GridWorld-v0", "--total-steps", "10", "--env-kwargs", "rows=-1"], "rows"),
-        (["train", "sarsa", "--env", "GridWorld-v0", "--total-steps", "10", "--threads", "0"], "--threads 0"),
+        (["train", "sarsa", "--env", "GridWorld-v0", "--total-steps", "10", "--threads", "0"], "--threads"),
         (["eval", "/nonexistent/run"], "does not exist"),
         (["plan", "--env", "CartPole-v1"], "does not expose its model"),
         (["train", "dqn", "--env", "CartPole-v1", "--total-steps", "10", "--set", "learning_rate=-1"], "positive"),
@@ -206,6 +207,32 @@ def test_list_names_agents_and_envs(capsys):
         ),
         (["eval", "/nonexistent/run", "--episodes", "0"], "--episodes"),
         (["compare", "/nonexistent/run", "--out", "/"], "is a directory"),
+        (["train", "dqn", "--env", "CartPole-v1", "--total-steps", "10", "--set", "learning_rate=Infinity"], "finite"),
+        (["train", "ppo", "--env", "CartPole-v1", "--total-steps", "10", "--set", "ent_coef=NaN"], "must be a number"),
+        (["train", "a2c", "--env", "CartPole-v1", "--total-steps", "10", "--set", "optimizer_eps=-1"], "negative"),
+        (["train", "dqn", "--env", "CartPole-v1", "--total-steps", "10", "--set", "hidden_sizes=[0]"], "layer widths"),
+        (["train", "dqn", "--env", "CartPole-v1", "--total-steps", "10", "--set", "prioritized_beta=5"], "beta"),
+        (["train", "dqn", "--env", "CartPole-v1", "--total-steps", "10", "--set", "exploration_steps=-10"], "negative"),
+        (["train", "sarsa", "--env", "GridWorld-v0", "--total-steps", "10", "--set", "epsilon_end=5"], "[0, 1]"),
+        (
+            ["train", "sarsa_linear", "--env", "CartPole-v1", "--total-steps", "10", "--set", "alpha=NaN"],
+            "alpha must be",
+        ),
+        (
+            ["train", "dqn", "--env", "CartPole-v1", "--total-steps", "10", "--set", "buffer_size=100000000000000"],
+            "out of memory",
+        ),
+        (["train", "ppo", "--env", "Pendulum-v1", "--total-steps", "10", "--env-kwargs", "g=abc"], "defaults to 10.0"),
+        (
+            ["train", "sarsa", "--env", "FrozenLake-v1", "--total-steps", "10", "--env-kwargs", "is_slippery=maybe"],
+            "is_slippery",
+        ),
+        (
+            ["train", "sarsa", "--env", "FrozenLake-v1", "--total-steps", "10", "--env-kwargs", "render_mode=foo"],
+            "no render_mode 'foo'",
+        ),
+        (["train", "sarsa", "--env", "GridWorld-v0", "--total-steps", "10", "--seed", str(2**64)], "--seed"),
+        (["train", "sarsa", "--env", "GridWorld-v0", "--total-steps", "10", "--threads", "100000"], "--threads"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(capsys, tmp_path, argv, message):
@@ -233,6 +260,30 @@ def test_an_env_that_fails_on_reset_is_one_line_and_leaves_no_run(capsys, tmp_pa
     assert code == 2 and err.startswith("error: cannot reset env") and "pygame" in err
     assert len(err.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())
+
+
+def test_runs_dir_that_is_a_file_is_one_line(capsys, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    code, _, err = run_cli(capsys, "train", "sarsa", "--env", "GridWorld-v0", "--total-steps", "10",
+                           "--runs-dir", str(tmp_path / "a_file"))  # fmt: skip
+    assert code == 2 and "pass a writable --runs-dir" in err and len(err.strip().splitlines()) == 1
+
+
+def test_diverging_linear_weights_stop_the_run_with_one_line(capsys, tmp_path):
+    """Fourier features of order 3 on Acrobot's 6 dimensions with alpha 0.5: semi-gradient Sarsa blows up."""
+    code, _, err = run_cli(capsys, "train", "sarsa_linear", "--env", "Acrobot-v1", "--total-steps", "300",
+                           "--set", "features=fourier", "order=3", "--runs-dir", str(tmp_path), "--quiet")  # fmt: skip
+    assert code == 2 and err.startswith("error: the linear weights diverged") and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())  # no checkpoint of non-finite weights, and no run without a checkpoint
+
+
+def test_eval_checks_a_table_against_the_env(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "train", "sarsa", "--env", "GridWorld-v0", "--total-steps", "100",
+                           "--runs-dir", str(tmp_path), "--quiet")  # fmt: skip
+    run_dir = run_dir_from(out)
+    edit_config(run_dir, "spec", "env_id", "FrozenLake-v1")  # 16 states, 4 actions against the table's (25, 5)
+    code, _, err = run_cli(capsys, "eval", str(run_dir))
+    assert code == 2 and "has shape (25, 5)" in err and "(16, 4)" in err
 
 
 def test_a_benchmark_script_reports_a_user_error_in_one_line(tmp_path):
