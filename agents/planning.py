@@ -114,7 +114,8 @@ def policy_evaluation(
 
 def not_converged(name: str, max_iterations: int) -> UserError:
     return UserError(
-        f"{name} did not converge within {max_iterations} iterations; raise max_iterations or tol, or lower gamma."
+        f"{name} did not converge within {max_iterations} iterations; lower gamma (rl plan --gamma), or raise "
+        "max_iterations when calling the planner from Python."
     )
 
 

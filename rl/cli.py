@@ -40,13 +40,21 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except MemoryError:
+    except (MemoryError, RuntimeError) as error:
+        if not out_of_memory(error):
+            raise
         print("error: out of memory; lower the sizes in the config (buffer_size, hidden_sizes, batch sizes).",
               file=sys.stderr)  # fmt: skip
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """NumPy's MemoryError, or torch's allocators failing (a RuntimeError on the CPU, OutOfMemoryError on CUDA)."""
+    text = str(error)
+    return isinstance(error, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()
 
 
 SHOW_WARNING = warnings.showwarning

@@ -44,7 +44,8 @@ def read_run_config(run_dir: Path, key: str, command: str) -> dict:
     """config.json of a run directory written by `command`, which keeps its config under `key` beside "spec"."""
     path = Path(run_dir) / CONFIG_FILE
     if not Path(run_dir).is_dir():
-        raise UserError(f"run directory {run_dir} does not exist; pass a run directory written by `{command}`.")
+        problem = "is not a directory" if Path(run_dir).exists() else "does not exist"
+        raise UserError(f"run directory {run_dir} {problem}; pass a run directory written by `{command}`.")
     if not path.is_file():
         raise UserError(f"{run_dir} has no config.json; pass a run directory written by `{command}`.")
     try:
