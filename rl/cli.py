@@ -40,11 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except (MemoryError, RuntimeError) as error:
+    except (MemoryError, RuntimeError, ValueError) as error:
         if not out_of_memory(error):
             raise
-        print("error: out of memory; lower the sizes in the config (buffer_size, hidden_sizes, batch sizes).",
-              file=sys.stderr)  # fmt: skip
+        print("error: out of memory; use smaller sizes (the env's, or the config's buffer_size, hidden_sizes or "
+              "batch sizes).", file=sys.stderr)  # fmt: skip
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -52,9 +52,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def out_of_memory(error: BaseException) -> bool:
-    """NumPy's MemoryError, or torch's allocators failing (a RuntimeError on the CPU, OutOfMemoryError on CUDA)."""
+    """NumPy's MemoryError or "array is too big", or torch's allocators failing (a RuntimeError on the CPU,
+    OutOfMemoryError on CUDA)."""
     text = str(error)
-    return isinstance(error, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()
+    return isinstance(error, MemoryError) or any(
+        words in text.lower() for words in ("can't allocate memory", "out of memory", "array is too big")
+    )
 
 
 SHOW_WARNING = warnings.showwarning
