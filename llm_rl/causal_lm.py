@@ -12,10 +12,12 @@ so `sampling.generate`, `sampling.sequence_log_probs` and `evaluate.text_codec` 
 real tokens before each one (left padding does not shift them), as in model.py.
 
 Choices:
-1. `HFCausalLM.cfg` is a `ModelConfig` that carries the vocabulary size and the bos/eos ids (what the callers read);
-   its shape fields are a placeholder of one layer, one head of width 2, so the `KVCache` that `generate` allocates
-   is only bookkeeping (the fill mask and positions). The keys and values live in transformers' own `DynamicCache`,
-   which the wrapper keeps for the cache object it was last given: one generation at a time per wrapper.
+1. `HFCausalLM.cfg` is a `ModelConfig` that carries the vocabulary size, the bos/eos ids and the context length
+   (what the callers read; `max_position_embeddings` from the config's `max_position_embeddings` or GPT-2's
+   `n_positions`, unbounded when it names neither); its shape fields are a placeholder of one layer, one head of
+   width 2, so the `KVCache` that `generate` allocates is only bookkeeping (the fill mask and positions). The keys
+   and values live in transformers' own `DynamicCache`, which the wrapper keeps for the cache object it was last
+   given: one generation at a time per wrapper.
 2. Architectures whose logits are more than the output layer applied to the last hidden state (Gemma 2's soft
    capping, Cohere's logit scale) are refused rather than scored wrongly.
 """
@@ -23,6 +25,7 @@ Choices:
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,10 +57,11 @@ class HFCausalLM(nn.Module):
         config = hf.config
         generation = getattr(hf, "generation_config", None)
         eos = token_ids(config.eos_token_id) + token_ids(getattr(generation, "eos_token_id", None))
+        context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
         self.cfg = ModelConfig(
             vocab_size=config.vocab_size, hidden_size=1, intermediate_size=1, num_hidden_layers=1,
             num_attention_heads=1, num_key_value_heads=1, head_dim=2, bos_token_id=config.bos_token_id,
-            eos_token_ids=tuple(dict.fromkeys(eos)),
+            eos_token_ids=tuple(dict.fromkeys(eos)), max_position_embeddings=int(context or sys.maxsize),
         )  # fmt: skip
         self._cache: tuple[KVCache, Any] | None = None  # (our bookkeeping cache, transformers' DynamicCache)
 

@@ -23,9 +23,19 @@ import sys
 from collections import Counter
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from llm_rl.long2short import add_long2short_parsers
-from rl.config import at_least, build_config, check_device, field_docs, load_toml, parse_assignments
+from rl.config import (
+    at_least,
+    build_config,
+    check_device,
+    field_docs,
+    load_toml,
+    parse_assignments,
+    seed_type,
+    threads_type,
+)
 from rl.errors import UserError
 
 EXIT_INTERRUPTED = 130
@@ -50,9 +60,9 @@ def add_llm_parser(llm: argparse.ArgumentParser) -> None:
     source.add_argument(
         "--model-config", default="tiny", choices=list(PRESETS), help="built-in model trained from scratch"
     )
-    sft.add_argument("--steps", type=int, help="optimiser steps (the config's `steps`)")
+    sft.add_argument("--steps", type=at_least(1), help="optimiser steps (the config's `steps`)")
     sft.add_argument("--runs-dir", default="runs", help="parent directory of the run directory")
-    sft.add_argument("--seed", type=int, default=0)
+    sft.add_argument("--seed", type=seed_type(), default=0)
     sft.add_argument("--config", help="TOML file of SFT config fields")
     sft.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", help="override SFT config fields")
     sft.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
@@ -82,8 +92,10 @@ def add_llm_parser(llm: argparse.ArgumentParser) -> None:
     )
     evaluate.add_argument("--max-new-tokens", type=at_least(1), default=256)
     evaluate.add_argument("--batch-size", type=at_least(1), default=64, help="completions generated together")
-    evaluate.add_argument("--seed", type=at_least(0), default=0, help="seeds the drawn problems and the sampling")
-    evaluate.add_argument("--threads", type=at_least(1), default=1, help="torch CPU threads (more for a large model)")
+    evaluate.add_argument("--seed", type=seed_type(), default=0, help="seeds the drawn problems and the sampling")
+    evaluate.add_argument(
+        "--threads", type=threads_type(), default=1, help="torch CPU threads (more for a large model)"
+    )
     evaluate.add_argument("--device", default="cpu")
     evaluate.set_defaults(command=cmd_eval)
 
@@ -104,7 +116,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--task", help="task whose verifier and held-out problems to use")
     train.add_argument("--data", help="JSONL or Parquet file of training problems instead of the task's generator")
     train.add_argument("--runs-dir", default="runs", help="parent directory of the run directory")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=seed_type(), default=0)
     train.add_argument("--config", help="TOML file of RL config fields")
     train.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", help="override RL config fields")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
@@ -130,7 +142,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from rl.run_logger import read_run_config
 
         saved = read_run_config(Path(args.resume), "rl_config", "rl llm train")
-        spec = RLSpec(**{**saved["spec"], "quiet": args.quiet})
+        spec = saved_spec(RLSpec, saved, Path(args.resume), "rl llm train", args.quiet)
         overrides = {**saved["rl_config"], **overrides}
     else:
         model = one_model_path(args.init, args.model, "--init")
@@ -172,7 +184,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
         from rl.run_logger import read_run_config
 
         saved = read_run_config(Path(args.resume), "sft_config", "rl llm sft")
-        spec = SFTSpec(**{**saved["spec"], "quiet": args.quiet})
+        spec = saved_spec(SFTSpec, saved, Path(args.resume), "rl llm sft", args.quiet)
         overrides = {**saved["sft_config"], **overrides}
     else:
         if not args.task:
@@ -187,6 +199,17 @@ def cmd_sft(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     print(f"checkpoint: {result.checkpoint}")
     return 0
+
+
+def saved_spec(cls: type, saved: dict, run_dir: Path, command: str, quiet: bool) -> Any:
+    """The spec dataclass a run's config.json records, with this session's --quiet; a UserError if its keys are not
+    the spec's (an edited file, or one written by another version)."""
+    try:
+        return cls(**{**saved["spec"], "quiet": quiet})
+    except TypeError as error:
+        raise UserError(
+            f"{run_dir / 'config.json'} has a spec `{command}` cannot read ({error}); fix the file or start a new run."
+        ) from None
 
 
 def one_model_path(given: str | None, model: str | None, name: str) -> str | None:

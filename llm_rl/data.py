@@ -7,15 +7,16 @@ Each row is an object with a question and a reference answer, in any of these sh
     {"problem": ..., "solution": "... \\boxed{42} ...", "level": "Level 3"}
                                                                MATH: the answer is the last \\boxed{...} in the
                                                                solution (an "answer" field wins if present)
-A malformed row (not JSON, not an object, no question, no answer) is skipped with a warning that names its line
-(row for Parquet); a file where more than MAX_BAD_FRACTION of the rows are malformed stops with a UserError, as
-that is almost always the wrong file or the wrong field names. Check a completion with
-`llm_rl.rewards.is_correct(completion, problem.answer)`.
+A malformed row (not JSON, not an object, no question, no answer, an answer of NaN or Infinity) is skipped with a
+warning that names its line (row for Parquet); a file where more than MAX_BAD_FRACTION of the rows are malformed
+stops with a UserError, as that is almost always the wrong file or the wrong field names. A JSONL file may start
+with a UTF-8 byte-order mark. Check a completion with `llm_rl.rewards.is_correct(completion, problem.answer)`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import warnings
 from collections.abc import Iterator
@@ -45,6 +46,8 @@ def answer_and_solution(row: dict[str, Any]) -> tuple[str, str]:
     """The reference answer and the worked solution (possibly empty) of a row; MalformedRow if there is no answer."""
     answer, solution = row.get("answer"), row.get("solution")
     if isinstance(answer, int | float) and not isinstance(answer, bool):
+        if not math.isfinite(answer):  # JSON's NaN and Infinity: no completion can match them
+            raise MalformedRow(f'"answer" is {answer}, not a finite number')
         answer = str(answer)
     if solution is not None and not isinstance(solution, str):
         raise MalformedRow('"solution" is not a string')
@@ -76,7 +79,7 @@ def problem_from_row(row: Any, source: str, number: int) -> Problem:
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
     """(line number, parsed row) for every non-blank line; a MalformedRow in place of a row that is not JSON."""
-    with path.open(encoding="utf-8", errors="replace") as file:
+    with path.open(encoding="utf-8-sig", errors="replace") as file:  # -sig drops a leading BOM (Notepad writes one)
         for number, line in enumerate(file, start=1):
             if not line.strip():
                 continue

@@ -30,7 +30,7 @@ from tokenizers import Tokenizer
 
 from llm_rl.model import Transformer
 from llm_rl.rewards import is_correct
-from llm_rl.sampling import SamplingConfig, generate, left_pad
+from llm_rl.sampling import SamplingConfig, check_context, generate, left_pad
 from llm_rl.tasks import Problem, Task
 from rl.errors import UserError
 
@@ -73,6 +73,11 @@ def text_codec(model: Transformer, tokenizer: Tokenizer) -> TextCodec:
     if pad_id is None:
         pad_id = eos_ids[0] if eos_ids else 0
     return TextCodec(tokenizer, model.cfg.bos_token_id, eos_ids[0] if eos_ids else None, pad_id, eos_ids)
+
+
+def longest_prompt(codec: TextCodec, problems: Sequence[Problem]) -> int:
+    """Tokens in the longest of the problems' prompts (<bos> included); 0 for no problems."""
+    return max((len(codec.prompt_ids(problem)) for problem in problems), default=0)
 
 
 def pass_at_k_estimate(n: int, c: int, k: int) -> float:
@@ -126,6 +131,7 @@ def evaluate(
         raise UserError(f"{samples} greedy samples would all be the same; pass a temperature above 0 (e.g. 1.0).")
     check = check or (lambda problem, text: is_correct(text, problem.answer))
     codec = text_codec(model, tokenizer)
+    check_context(model, longest_prompt(codec, problems), max_new_tokens)
     sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, stop_token_ids=codec.stop_ids)
     generator = torch.Generator().manual_seed(seed)
     rows = [problem for problem in problems for _ in range(samples)]  # each problem's samples side by side

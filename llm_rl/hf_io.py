@@ -158,11 +158,26 @@ def read_weights(path: Path, device: torch.device | str) -> dict[str, torch.Tens
     return weights
 
 
+def read_config(path: Path, generation: dict[str, Any] | None) -> ModelConfig:
+    """Our config from path/config.json; a key it lacks or a value of the wrong kind is a UserError naming the file."""
+    file = path / "config.json"
+    try:
+        return config_from_hf(read_json(file), generation)
+    except KeyError as error:
+        raise UserError(
+            f"{file} has no {error.args[0]!r} field; restore the file from the original download."
+        ) from None
+    except (TypeError, ValueError) as error:
+        raise UserError(
+            f"{file} has a value llm_rl cannot read ({error}); restore it from the original download."
+        ) from None
+
+
 def load_model(path: str | Path, dtype: torch.dtype | None = None, device: torch.device | str = "cpu") -> Transformer:
     """The transformer in a Hugging Face directory; dtype None keeps the stored one (bfloat16 for most checkpoints)."""
     path = Path(path)
     generation = read_json(path / "generation_config.json") if (path / "generation_config.json").is_file() else None
-    cfg = config_from_hf(read_json(path / "config.json"), generation)
+    cfg = read_config(path, generation)
     weights = read_weights(path, device)
     weights = {name: w for name, w in weights.items() if not name.endswith("rotary_emb.inv_freq")}  # old files
     if cfg.tie_word_embeddings and "model.embed_tokens.weight" in weights:  # tied: the embedding is the output layer

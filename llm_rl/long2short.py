@@ -32,13 +32,14 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from llm_rl.evaluate import Check, text_codec
+from llm_rl.causal_lm import architecture
+from llm_rl.evaluate import Check, longest_prompt, text_codec
 from llm_rl.hf_io import load_pretrained, save_pretrained
 from llm_rl.model import Transformer
 from llm_rl.rewards import is_correct, kimi_length_reward
-from llm_rl.sampling import SamplingConfig, generate, left_pad
+from llm_rl.sampling import SamplingConfig, check_context, generate, left_pad
 from llm_rl.tasks import Problem
-from rl.config import at_least, check_device
+from rl.config import at_least, check_device, seed_type, threads_type
 from rl.errors import UserError
 
 
@@ -77,11 +78,8 @@ def merge_models(path_a: str | Path, path_b: str | Path, weight: float, out_path
     for path in (path_a, path_b):
         if not (Path(path) / "config.json").is_file():
             raise UserError(f"{path} has no config.json; pass Hugging Face model directories (RUN_DIR/model).")
-    out = Path(out_path)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; pass a directory for the merged model.")
-    if out.resolve() in (Path(path_a).resolve(), Path(path_b).resolve()):
-        raise UserError(f"--out {out} is one of the models being merged; pass a new directory so neither is lost.")
+        architecture(Path(path))  # a training run's config.json is not a model's: say so, not "architecture None"
+    check_merge_out(Path(out_path), path_a, path_b)
     model_a, tokenizer_a = load_pretrained(path_a)
     model_b, tokenizer_b = load_pretrained(path_b)
     different = [f.name for f in fields(model_a.cfg) if getattr(model_a.cfg, f.name) != getattr(model_b.cfg, f.name)]
@@ -97,11 +95,23 @@ def merge_models(path_a: str | Path, path_b: str | Path, weight: float, out_path
     return save_pretrained(model_a, tokenizer_a, out_path, source=path_a)
 
 
+def check_merge_out(out: Path, path_a: str | Path, path_b: str | Path) -> None:
+    """A UserError unless `out` is new or an empty directory: writing the merged model into a model or run
+    directory would replace its weights or its config.json (and a run could no longer be resumed)."""
+    if out.resolve() in (Path(path_a).resolve(), Path(path_b).resolve()):
+        raise UserError(f"--out {out} is one of the models being merged; pass a new directory so neither is lost.")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; pass a new directory for the merged model.")
+    if out.is_dir() and any(out.iterdir()):
+        raise UserError(f"--out {out} already exists and is not empty; pass a new directory so nothing is overwritten.")
+
+
 def sample_responses(model: Transformer, tokenizer: Tokenizer, problems: Sequence[Problem], n: int,
                      sampling: SamplingConfig, generator: torch.Generator, batch_size: int = 64
                      ) -> list[list[Response]]:  # fmt: skip
     """n sampled responses for each problem (in order), batch_size rows at a time."""
     codec = text_codec(model, tokenizer)
+    check_context(model, longest_prompt(codec, problems), sampling.max_new_tokens)
     rows = [problem for problem in problems for _ in range(n)]  # each problem's samples side by side
     responses: list[Response] = []
     was_training = model.training
@@ -150,12 +160,15 @@ def write_problems(problems: Sequence[Problem], path: str | Path) -> Path:
 
 
 def check_jsonl_out(path: str | Path) -> Path:
-    """`path` as a Path, if it can take the JSONL output: it ends in .jsonl and is not a directory."""
+    """`path` as a Path, if it can take the JSONL output: it ends in .jsonl and does not exist yet (an existing data
+    file is never overwritten)."""
     path = Path(path)
     if path.suffix != ".jsonl":
         raise UserError(f"{path} does not end in .jsonl; name the output FILE.jsonl.")
     if path.is_dir():
         raise UserError(f"{path} is a directory; name an output FILE.jsonl.")
+    if path.exists():
+        raise UserError(f"{path} already exists; name a new output FILE.jsonl so it is not overwritten.")
     return path
 
 
@@ -188,8 +201,8 @@ def add_long2short_parsers(llm_subparsers: argparse._SubParsersAction) -> None:
     shortest.add_argument("--temperature", type=at_least(0, float), default=1.0)
     shortest.add_argument("--max-new-tokens", type=at_least(1), default=256)
     shortest.add_argument("--batch-size", type=at_least(1), default=64, help="responses generated together")
-    shortest.add_argument("--seed", type=at_least(0), default=0, help="seeds the drawn problems and the sampling")
-    shortest.add_argument("--threads", type=at_least(1), default=1, help="torch CPU threads")
+    shortest.add_argument("--seed", type=seed_type(), default=0, help="seeds the drawn problems and the sampling")
+    shortest.add_argument("--threads", type=threads_type(), default=1, help="torch CPU threads")
     shortest.add_argument("--device", default="cpu")
     shortest.set_defaults(command=cmd_shortest)
 

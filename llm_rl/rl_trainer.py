@@ -90,7 +90,7 @@ from llm_rl.distributed import (
     shard,
     token_share,
 )
-from llm_rl.evaluate import TextCodec, held_out_problems, text_codec
+from llm_rl.evaluate import TextCodec, held_out_problems, longest_prompt, text_codec
 from llm_rl.experience import Check, Experience, collect, collect_partial, start_groups
 from llm_rl.lora import LoRAConfig, trainable_parameters, with_lora
 from llm_rl.partial_rollouts import PartialRolloutConfig, UnfinishedGroups
@@ -106,9 +106,9 @@ from llm_rl.rl_run import (
     restore_state,
     save_state,
 )
-from llm_rl.sampling import SamplingConfig, row_generators
+from llm_rl.sampling import SamplingConfig, check_context, row_generators
 from llm_rl.sampling_strategies import SAMPLERS, make_sampler
-from llm_rl.sft import set_gradient_checkpointing, stop_signals
+from llm_rl.sft import check_budget_left, set_gradient_checkpointing, stop_signals
 from llm_rl.tasks import Problem, Task, get_task
 from rl.advantages import group_relative_advantages, leave_one_out_advantages
 from rl.config import config_dict
@@ -233,6 +233,10 @@ class RLConfig:
             raise ValueError(f"parallelism must be one of {PARALLELISMS}, not {self.parallelism!r}")
         if self.lora_rank < 0 or self.lora_alpha <= 0:
             raise ValueError("lora_rank must be >= 0 (0 turns LoRA off) and lora_alpha > 0")
+        if not (0 <= self.success_decay < 1 and 0 < self.priority_floor <= 1 and 0 <= self.advance_at <= 1):
+            raise ValueError("success_decay must be in [0, 1), priority_floor in (0, 1] and advance_at in [0, 1]")
+        if not self.clip_range > 0 or self.kl_coef < 0 or self.sample_texts < 0:
+            raise ValueError("clip_range must be > 0, kl_coef and sample_texts >= 0")
 
     @property
     def partial_rollout_config(self) -> PartialRolloutConfig:
@@ -423,6 +427,15 @@ def learn_from(exp: Experience, indices: np.ndarray, learner: Learner, policy: t
     return iteration_totals(exp, stats, cfg, ranks)
 
 
+def check_parallel_setup(cfg: RLConfig, ranks: Ranks) -> None:
+    """UserErrors for what a torchrun launch cannot do, before anything is loaded or written."""
+    if ranks.world_size > 1 and cfg.partial_rollouts:
+        raise UserError("partial rollouts run in one process only; set partial_rollouts=false or run without torchrun.")
+    shard(range(cfg.problems_per_iteration), ranks)  # an uneven split is refused
+    if ranks.world_size > 1 and cfg.parallelism == "fsdp" and cfg.lora_rank:
+        raise UserError("LoRA is not sharded with fsdp; set parallelism=ddp (the adapters are small) or lora_rank=0.")
+
+
 def train(cfg: RLConfig, spec: RLSpec, resume: Path | None = None) -> RLResult:
     """RL fine-tuning of spec.init with spec.algo; `resume` continues a run directory. Under torchrun each of the
     processes samples and trains on its share of every iteration's problems (`llm_rl.distributed`)."""
@@ -430,20 +443,19 @@ def train(cfg: RLConfig, spec: RLSpec, resume: Path | None = None) -> RLResult:
         raise UserError(f"unknown algorithm {spec.algo!r}; pick one of {', '.join(ALGOS)}.")
     torch.set_num_threads(cfg.num_threads)
     ranks = init_ranks(cfg.device)
-    if ranks.world_size > 1 and cfg.partial_rollouts:
-        raise UserError("partial rollouts run in one process only; set partial_rollouts=false or run without torchrun.")
-    shard(range(cfg.problems_per_iteration), ranks)  # an uneven split is refused before anything is written
-    if ranks.world_size > 1 and cfg.parallelism == "fsdp" and cfg.lora_rank:
-        raise UserError("LoRA is not sharded with fsdp; set parallelism=ddp (the adapters are small) or lora_rank=0.")
+    check_parallel_setup(cfg, ranks)
     task = get_task(spec.task)
     pool = problem_pool(task, spec, cfg)
     eval_levels = tuple(lv for lv in task.held_out_levels if not cfg.levels or lv in cfg.levels)
     eval_set = held_out_problems(task, cfg.eval_problems * len(eval_levels), spec.seed + 1, eval_levels)
     learner, policy, tokenizer, reference = new_learner(cfg, spec, resume, ranks, pool, seed_everything(spec.seed))
     model, codec = learner.model, text_codec(learner.model, tokenizer)
+    check_context(model, longest_prompt(codec, pool + eval_set), cfg.max_new_tokens)
     made = new_run_dir(spec.runs_dir, spec.task, spec.algo, spec.seed) if resume is None and ranks.is_main else None
     run_dir = broadcast_path(Path(resume) if resume is not None else made, ranks)
     iteration = 0 if resume is None else restore_state(run_dir, learner, policy)
+    if resume is not None:  # before the logger rewrites config.json
+        check_budget_left(run_dir, iteration, cfg.iterations, "iterations", "--set iterations=N")
     logger = SilentLogger()
     if ranks.is_main:
         logger = RunLogger(run_dir, run_config(cfg, spec), cfg.iterations, iteration, print_every=2**62,

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from llm_rl.model import KVCache, Transformer
+from rl.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,21 @@ class SamplingConfig:
             raise ValueError(f"top_k={self.top_k} must be >= 0")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
+
+
+def check_context(model: Transformer, longest_prompt: int, max_new_tokens: int) -> None:
+    """A UserError unless the longest prompt and max_new_tokens more fit the model's context (its
+    max_position_embeddings): positions beyond it are ones the model was never trained on (GPT-2's position table
+    ends there), and the KV cache `generate` allocates for a huge max_new_tokens alone exhausts memory."""
+    limit = model.cfg.max_position_embeddings
+    if longest_prompt + max_new_tokens <= limit:
+        return
+    room = limit - longest_prompt
+    fix = f"set max_new_tokens to {room} or less" if room >= 1 else "use shorter problems or a longer-context model"
+    raise UserError(
+        f"max_new_tokens {max_new_tokens} plus the longest prompt ({longest_prompt} tokens) exceeds the model's "
+        f"context of {limit} tokens (max_position_embeddings); {fix}."
+    )
 
 
 @dataclass

@@ -50,10 +50,11 @@ from tokenizers import Tokenizer
 from torch import Tensor
 
 from llm_rl.causal_lm import CausalLM, HFCausalLM, load_causal_lm_and_tokenizer
-from llm_rl.evaluate import EvalResult, TextCodec, evaluate, held_out_problems, text_codec
+from llm_rl.evaluate import EvalResult, TextCodec, evaluate, held_out_problems, longest_prompt, text_codec
 from llm_rl.lora import LoRAConfig, restore_adapters, save_training_model, trainable_parameters, with_lora
 from llm_rl.model import Transformer, num_parameters, preset
 from llm_rl.precision import autocast, check_precision
+from llm_rl.sampling import check_context
 from llm_rl.tasks import Problem, Task, get_task
 from llm_rl.tokenizer import BOS_ID, EOS_ID, build_tokenizer
 from rl.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
@@ -121,8 +122,8 @@ class SFTConfig:
             raise ValueError("lora_rank must be >= 0 (0 turns LoRA off) and lora_alpha > 0")
         if min(self.steps, self.batch_size, self.max_new_tokens, self.log_every, self.num_threads) < 1:
             raise ValueError("steps, batch_size, max_new_tokens, log_every and num_threads must be >= 1")
-        if min(self.warmup_steps, self.eval_every, self.checkpoint_every, self.eval_problems) < 0:
-            raise ValueError("warmup_steps, eval_every, checkpoint_every and eval_problems must be >= 0")
+        if min(self.warmup_steps, self.eval_every, self.checkpoint_every, self.eval_problems, self.weight_decay) < 0:
+            raise ValueError("warmup_steps, eval_every, checkpoint_every, eval_problems and weight_decay must be >= 0")
         if self.learning_rate <= 0 or not 0 <= self.final_lr_fraction <= 1:
             raise ValueError("learning_rate must be > 0 and final_lr_fraction in [0, 1]")
         if not 0 <= self.answer_only_fraction <= 1:
@@ -255,6 +256,34 @@ def build_model(spec: SFTSpec, device: str) -> tuple[CausalLM, Tokenizer]:
     return Transformer(cfg).to(device), tokenizer
 
 
+def training_model(cfg: SFTConfig, spec: SFTSpec, resume: Path | None) -> tuple[CausalLM, Tokenizer]:
+    """The model to train, ready for its optimiser: built or loaded (the resumed run's weights; a LoRA run starts
+    again from --model and gets its adapters back from the checkpoint), with gradient checkpointing and adapters."""
+    lora = cfg.lora_rank > 0
+    if lora and spec.model is None:
+        raise UserError("LoRA adapts a loaded model: pass --model PATH (or set lora_rank=0 to train from scratch).")
+    if resume is None or lora:
+        model, tokenizer = build_model(spec, cfg.device)
+    else:
+        model, tokenizer = load_causal_lm_and_tokenizer(
+            Path(resume) / MODEL_DIR, dtype=torch.float32, device=cfg.device
+        )
+    set_gradient_checkpointing(model, cfg.gradient_checkpointing)
+    if lora:
+        model = with_lora(model, LoRAConfig(cfg.lora_rank, cfg.lora_alpha))
+    return model, tokenizer
+
+
+def check_budget_left(run_dir: Path, done: int, budget: int, name: str, flag: str) -> None:
+    """A UserError when a resumed run has already done its budget, as `rl train --resume` refuses: going on would
+    train nothing yet rewrite the run's config.json and checkpoint."""
+    if done >= budget:
+        raise UserError(
+            f"{run_dir} already reached {name} {done} (its budget is {budget}); pass {flag} above {done} to train it "
+            "further."
+        )
+
+
 def set_gradient_checkpointing(model: CausalLM, enabled: bool) -> None:
     """Turns recomputation of each block in the backward pass on or off, for our Transformer or a transformers one."""
     if isinstance(model, Transformer):
@@ -335,22 +364,15 @@ def train(cfg: SFTConfig, spec: SFTSpec, resume: Path | None = None) -> SFTResul
     levels, eval_levels = training_levels(task, cfg.levels), cfg.eval_levels or task.held_out_levels
     eval_set = held_out_problems(task, cfg.eval_problems * len(eval_levels), spec.seed + 1, eval_levels)
     rng = seed_everything(spec.seed)
-    lora = cfg.lora_rank > 0  # a LoRA run resumes from --model plus the saved adapters
-    if lora and spec.model is None:
-        raise UserError("LoRA adapts a loaded model: pass --model PATH (or set lora_rank=0 to train from scratch).")
-    if resume is None or lora:
-        model, tokenizer = build_model(spec, cfg.device)
-    else:
-        model, tokenizer = load_causal_lm_and_tokenizer(
-            Path(resume) / MODEL_DIR, dtype=torch.float32, device=cfg.device
-        )
+    model, tokenizer = training_model(cfg, spec, resume)
+    codec = text_codec(model, tokenizer)
+    if eval_set:  # max_new_tokens bounds only the evaluations' completions
+        check_context(model, longest_prompt(codec, eval_set), cfg.max_new_tokens)
     run_dir = Path(resume) if resume is not None else new_run_dir(spec.runs_dir, spec.task, "sft", spec.seed)
-    set_gradient_checkpointing(model, cfg.gradient_checkpointing)
-    if lora:
-        model = with_lora(model, LoRAConfig(cfg.lora_rank, cfg.lora_alpha))
     optimizer = adamw(model, cfg)
     step = 0 if resume is None else restore_state(run_dir, model, optimizer, rng)
-    codec = text_codec(model, tokenizer)
+    if resume is not None:  # before the logger rewrites config.json
+        check_budget_left(run_dir, step, cfg.steps, "steps", "--steps")
     logger = RunLogger(run_dir, run_config(cfg, spec), cfg.steps, step, print_every=2**62, quiet=spec.quiet)
     logger.line(f"sft on {spec.task} levels {list(levels)}: {num_parameters(model):,} parameters -> {run_dir}")
     result = SFTResult(run_dir, model, run_dir / MODEL_DIR, step, [], [], stopped=False)

@@ -1,7 +1,7 @@
 """`--model PATH` for any causal LM: a tiny Llama directory loads into our Transformer, a tiny GPT-2 one into
 transformers behind the same interface (its logits against transformers' own with the same positions, cached greedy
-decoding against full recomputes, differentiable log-probs, a save / load round trip), and logit-rescaling
-architectures are refused."""
+decoding against full recomputes, differentiable log-probs, a save / load round trip, its context length bounding
+max_new_tokens), and logit-rescaling architectures are refused."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 from llm_rl.causal_lm import HFCausalLM, load_causal_lm, load_causal_lm_and_tokenizer, save_causal_lm
 from llm_rl.model import Transformer
-from llm_rl.sampling import SamplingConfig, generate, left_pad, sequence_log_probs
+from llm_rl.sampling import SamplingConfig, check_context, generate, left_pad, sequence_log_probs
 from rl.errors import UserError
 
 transformers = pytest.importorskip("transformers")
@@ -108,3 +108,18 @@ def test_logit_rescaling_architectures_are_refused(tmp_path):
     gemma2.save_pretrained(tmp_path)
     with pytest.raises(UserError, match="rescales its logits \\(final_logit_softcapping\\)"):
         load_causal_lm(tmp_path)
+
+
+def test_a_transformers_models_positions_bound_max_new_tokens(tmp_path):
+    save_tiny(gpt2_config(), tmp_path)  # n_positions=64: GPT-2's name for its context length
+    model = load_causal_lm(tmp_path)
+    assert model.cfg.max_position_embeddings == 64
+    check_context(model, 7, 57)  # 64 positions: fits exactly
+    with pytest.raises(
+        UserError,
+        match=r"max_new_tokens 58 plus the longest prompt \(7 tokens\) exceeds the model's "
+        r"context of 64 tokens \(max_position_embeddings\); set max_new_tokens to 57 or less\.",
+    ):
+        check_context(model, 7, 58)
+    with pytest.raises(UserError, match="use shorter problems"):  # no room left at all
+        check_context(model, 64, 1)

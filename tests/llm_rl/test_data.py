@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 
 import pytest
 
@@ -74,6 +75,8 @@ def test_malformed_rows_are_skipped_with_their_line_numbers(tmp_path):
         '{"problem": "q", "solution": "no box here"}',
         '{"problem": "q", "solution": "cut off \\\\boxed{1"}',
         '{"answer": "1"}',
+        '{"question": "q", "answer": NaN}',  # Python's json reads NaN and Infinity; no completion can match them
+        '{"question": "q", "answer": -Infinity}',
     ],
 )
 def test_kinds_of_malformed_rows(tmp_path, bad):
@@ -81,6 +84,15 @@ def test_kinds_of_malformed_rows(tmp_path, bad):
     write_jsonl(path, [{"question": "q1", "answer": "1"}, bad, {"question": "q2", "answer": "2"}])
     with pytest.warns(UserWarning, match="line 2"):
         assert [p.answer for p in load_problems(path)] == ["1", "2"]
+
+
+def test_a_byte_order_mark_at_the_start_is_not_part_of_the_first_row(tmp_path):
+    path = tmp_path / "notepad.jsonl"
+    write_jsonl(path, [{"question": "1+1?", "answer": "2"}, {"question": "2+2?", "answer": "4"}])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the first row is read, not skipped as malformed
+        assert [(p.question, p.answer) for p in load_problems(path)] == [("1+1?", "2"), ("2+2?", "4")]
 
 
 def test_a_mostly_malformed_file_is_refused(tmp_path):

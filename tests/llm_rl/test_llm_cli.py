@@ -235,12 +235,66 @@ def test_other_commands_do_not_import_llm_rl():
         (["llm", "merge", "{ckpt}", "{ckpt}", "--out", "{ckpt}"], "one of the models being merged"),
         (["llm", "merge", "{ckpt}", "{ckpt}", "--out", "{tmp}/bad.jsonl"], "is a file"),
         (["llm", "shortest", "--init", "{ckpt}", "--task", "addition", "--out", "{tmp}/dir.jsonl"], "is a directory"),
+        (["llm", "merge", "{ckpt}", "{ckpt}", "--out", "{ckpt}/.."], "already exists and is not empty"),
+        (["llm", "merge", "{tmp}/gym_run", "{ckpt}", "--out", "{tmp}/merged"], "is a training run directory"),
+        (["llm", "shortest", "--init", "{ckpt}", "--task", "addition", "--out", "{tmp}/bad.jsonl"], "already exists"),
+        (["llm", "sft", "--task", "addition", "--seed", "-1"], "--seed: -1 is below 0"),
+        (["llm", "sft", "--task", "addition", "--steps", "0"], "--steps: 0 is below 1"),
+        (["llm", "train", "--init", "{ckpt}", "--task", "addition", "--seed", "-5"], "--seed: -5 is below 0"),
+        (
+            ["llm", "eval", "{ckpt}", "--task", "addition", "--seed", str(2**64)],
+            "--seed: 18446744073709551616 is above",
+        ),
+        (["llm", "eval", "{ckpt}", "--task", "addition", "--threads", str(10**6)], "--threads: 1000000 is above"),
+        (
+            ["llm", "shortest", "--init", "{ckpt}", "--task", "addition", "--out", "{tmp}/new.jsonl", "--seed", "-1"],
+            "--seed",
+        ),
+        (
+            ["llm", "eval", "{ckpt}", "--task", "addition", "--n", "1", "--max-new-tokens", "100000000"],
+            "exceeds the model's context of 2048 tokens (max_position_embeddings); set max_new_tokens to 20",
+        ),
+        (
+            [
+                "llm",
+                "shortest",
+                "--init",
+                "{ckpt}",
+                "--task",
+                "addition",
+                "--out",
+                "{tmp}/new.jsonl",
+                "--max-new-tokens",
+                "3000",
+            ],
+            "context of 2048 tokens",
+        ),  # fmt: skip
+        (["llm", "sft", "--task", "addition", "--set", "max_new_tokens=5000"], "context of 2048 tokens"),
+        (
+            ["llm", "train", "--init", "{ckpt}", "--task", "addition", "--set", "max_new_tokens=100000"],
+            "context of 2048",
+        ),
+        (["llm", "sft", "--task", "addition", "--set", "weight_decay=-0.1"], "weight_decay must be >= 0"),
+        (["llm", "train", "--init", "{ckpt}", "--task", "addition", "--set", "success_decay=1"], "success_decay must"),
+        (["llm", "train", "--init", "{ckpt}", "--task", "addition", "--set", "priority_floor=0"], "priority_floor in"),
+        (["llm", "train", "--init", "{ckpt}", "--task", "addition", "--set", "priority_floor=1.5"], "priority_floor"),
+        (
+            ["llm", "train", "--algo", "grpo", "--init", "{ckpt}", "--task", "addition", "--set", "clip_range=0"],
+            "clip_range must be > 0",
+        ),
+        (
+            ["llm", "train", "--algo", "grpo", "--init", "{ckpt}", "--task", "addition", "--set", "kl_coef=-0.1"],
+            "kl_coef and sample_texts >= 0",
+        ),
+        (["llm", "train", "--init", "{ckpt}", "--task", "addition", "--set", "sample_texts=-1"], "sample_texts >= 0"),
     ],
 )
 @pytest.mark.filterwarnings("ignore:.*malformed")  # the loader warns about each bad row before it gives up
 def test_mistakes_are_one_line_errors(capsys, tmp_path, checkpoint, argv, message):
     (tmp_path / "bad.jsonl").write_text("not json\n{}\n")
     (tmp_path / "dir.jsonl").mkdir()
+    (tmp_path / "gym_run").mkdir()  # what `rl train` writes: a config.json, but of a run, not of a model
+    (tmp_path / "gym_run" / "config.json").write_text(json.dumps({"spec": {"agent": "dqn"}, "agent_config": {}}))
     runs = tmp_path / "runs"
     extra = ["--runs-dir", str(runs)] if argv[1] in ("sft", "train") else []
     code, _, err = run_cli(capsys, *[a.format(tmp=tmp_path, ckpt=checkpoint) for a in argv], *extra)

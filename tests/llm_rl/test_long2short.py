@@ -165,6 +165,6 @@ def test_merge_and_shortest_subcommands(tmp_path, capsys):
     args = parser.parse_args([*argv, "--out", str(out)])
     assert args.command(args) == 0
     assert "of 2 problems" in capsys.readouterr().out and out.is_file()
-    args = parser.parse_args(["shortest", "--init", a, "--out", str(out)])
+    args = parser.parse_args(["shortest", "--init", a, "--out", str(tmp_path / "other.jsonl")])
     with pytest.raises(UserError, match="--task"):
         args.command(args)

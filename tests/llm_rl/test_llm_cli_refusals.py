@@ -1,0 +1,92 @@
+"""`rl llm` mistakes that must end in one `error:` line without losing work: an --out that already holds a model, a
+run or a data file, a finished run resumed, and config.json files edited by hand (a spec key the run does not know,
+a model config that lacks a field). The one-line cases that need no files of their own are in test_llm_cli.py."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rl.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def rl_run(warm_model: str, tmp_path_factory) -> Path:
+    """A finished two-iteration `rl llm train` run."""
+    runs = tmp_path_factory.mktemp("rl_runs")
+    quick = ["iterations=2", "problems_per_iteration=2", "samples_per_problem=2", "max_new_tokens=8", "pool_size=4",
+             "eval_problems=0", "levels=[1]"]  # fmt: skip
+    argv = ["llm", "train", "--init", warm_model, "--task", "addition", "--runs-dir", str(runs), "--quiet"]
+    assert main([*argv, "--set", *quick]) == 0
+    (run_dir,) = runs.iterdir()
+    return run_dir
+
+
+def files(directory: Path) -> dict[str, bytes]:
+    """Every file under `directory` (relative path -> bytes), to compare before and after a refused command."""
+    return {str(path.relative_to(directory)): path.read_bytes() for path in directory.rglob("*") if path.is_file()}
+
+
+def test_refused_commands_leave_models_data_and_runs_as_they_were(capsys, tmp_path, warm_model, rl_run):
+    sft_run = Path(shutil.copytree(Path(warm_model).parent, tmp_path / "sft_run"))  # at steps 160, its budget
+    data = tmp_path / "mine.jsonl"
+    data.write_bytes(b"")  # even an empty data file is the user's
+    before = files(sft_run), files(rl_run)
+    model = str(sft_run / "model")
+    shortest = ["llm", "shortest", "--init", model, "--task", "addition", "--problems", "1", "--n", "1"]
+    cases = [
+        (["llm", "merge", warm_model, warm_model, "--out", model], "already exists and is not empty"),
+        (["llm", "merge", model, model, "--out", str(sft_run)], "already exists and is not empty"),
+        ([*shortest, "--out", str(data)], f"{data} already exists; name a new output FILE.jsonl"),
+        (["llm", "sft", "--resume", str(sft_run), "--steps", "5", "--quiet"],
+         f"{sft_run} already reached steps 160 (its budget is 5); pass --steps above 160 to train it further."),
+        (["llm", "sft", "--resume", str(sft_run), "--quiet"], "already reached steps 160 (its budget is 160)"),
+        (["llm", "train", "--resume", str(rl_run), "--quiet"],
+         f"{rl_run} already reached iterations 2 (its budget is 2); pass --set iterations=N above 2 to train it"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 2 and err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+    assert (files(sft_run), files(rl_run)) == before  # no weights, config.json, checkpoint or events file changed
+    assert data.read_bytes() == b""
+
+
+def test_an_empty_out_directory_takes_the_merged_model(capsys, tmp_path, warm_model):
+    (tmp_path / "merged").mkdir()
+    code, out, _ = run_cli(capsys, "llm", "merge", warm_model, warm_model, "--out", str(tmp_path / "merged"))
+    assert code == 0 and (tmp_path / "merged" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    "command, spec",
+    [("sft", {"task": "addition", "colour": "red"}), ("train", {"algo": "kimi", "init": "m", "task": "addition",
+                                                                "colour": "red"})],
+)  # fmt: skip
+def test_resume_of_a_spec_with_an_unknown_key_is_one_line(capsys, tmp_path, command, spec):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"spec": spec, {"sft": "sft_config", "train": "rl_config"}[command]: {}}))
+    code, _, err = run_cli(capsys, "llm", command, "--resume", str(tmp_path))
+    assert code == 2 and err.startswith(f"error: {config} has a spec `rl llm {command}` cannot read (")
+    assert "'colour'" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("key", ["num_attention_heads", "intermediate_size"])
+def test_a_model_config_without_a_key_names_the_key_and_the_file(capsys, tmp_path, warm_model, key):
+    model = Path(shutil.copytree(warm_model, tmp_path / "model"))
+    config = json.loads((model / "config.json").read_text())
+    del config[key]
+    (model / "config.json").write_text(json.dumps(config))
+    code, _, err = run_cli(capsys, "llm", "eval", str(model), "--task", "addition", "--n", "1")
+    assert code == 2
+    assert err == f"error: {model / 'config.json'} has no {key!r} field; restore the file from the original download.\n"
