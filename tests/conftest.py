@@ -14,3 +14,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def cli(capsys):
+    """`cli("train", "sarsa", ...)` runs the `rl` command in this process and returns (exit code, stdout, stderr)."""
+    from rl.cli import main
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -15,12 +15,6 @@ from rl.cli import main
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture(scope="module")
 def rl_run(warm_model: str, tmp_path_factory) -> Path:
     """A finished two-iteration `rl llm train` run."""
@@ -38,7 +32,7 @@ def files(directory: Path) -> dict[str, bytes]:
     return {str(path.relative_to(directory)): path.read_bytes() for path in directory.rglob("*") if path.is_file()}
 
 
-def test_refused_commands_leave_models_data_and_runs_as_they_were(capsys, tmp_path, warm_model, rl_run):
+def test_refused_commands_leave_models_data_and_runs_as_they_were(cli, tmp_path, warm_model, rl_run):
     sft_run = Path(shutil.copytree(Path(warm_model).parent, tmp_path / "sft_run"))  # at steps 160, its budget
     data = tmp_path / "mine.jsonl"
     data.write_bytes(b"")  # even an empty data file is the user's
@@ -56,15 +50,15 @@ def test_refused_commands_leave_models_data_and_runs_as_they_were(capsys, tmp_pa
          f"{rl_run} already reached iterations 2 (its budget is 2); pass --set iterations=N above 2 to train it"),
     ]  # fmt: skip
     for argv, message in cases:
-        code, _, err = run_cli(capsys, *argv)
+        code, _, err = cli(*argv)
         assert code == 2 and err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
     assert (files(sft_run), files(rl_run)) == before  # no weights, config.json, checkpoint or events file changed
     assert data.read_bytes() == b""
 
 
-def test_an_empty_out_directory_takes_the_merged_model(capsys, tmp_path, warm_model):
+def test_an_empty_out_directory_takes_the_merged_model(cli, tmp_path, warm_model):
     (tmp_path / "merged").mkdir()
-    code, out, _ = run_cli(capsys, "llm", "merge", warm_model, warm_model, "--out", str(tmp_path / "merged"))
+    code, out, _ = cli("llm", "merge", warm_model, warm_model, "--out", str(tmp_path / "merged"))
     assert code == 0 and (tmp_path / "merged" / "model.safetensors").is_file()
 
 
@@ -73,20 +67,20 @@ def test_an_empty_out_directory_takes_the_merged_model(capsys, tmp_path, warm_mo
     [("sft", {"task": "addition", "colour": "red"}), ("train", {"algo": "kimi", "init": "m", "task": "addition",
                                                                 "colour": "red"})],
 )  # fmt: skip
-def test_resume_of_a_spec_with_an_unknown_key_is_one_line(capsys, tmp_path, command, spec):
+def test_resume_of_a_spec_with_an_unknown_key_is_one_line(cli, tmp_path, command, spec):
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"spec": spec, {"sft": "sft_config", "train": "rl_config"}[command]: {}}))
-    code, _, err = run_cli(capsys, "llm", command, "--resume", str(tmp_path))
+    code, _, err = cli("llm", command, "--resume", str(tmp_path))
     assert code == 2 and err.startswith(f"error: {config} has a spec `rl llm {command}` cannot read (")
     assert "'colour'" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("key", ["num_attention_heads", "intermediate_size"])
-def test_a_model_config_without_a_key_names_the_key_and_the_file(capsys, tmp_path, warm_model, key):
+def test_a_model_config_without_a_key_names_the_key_and_the_file(cli, tmp_path, warm_model, key):
     model = Path(shutil.copytree(warm_model, tmp_path / "model"))
     config = json.loads((model / "config.json").read_text())
     del config[key]
     (model / "config.json").write_text(json.dumps(config))
-    code, _, err = run_cli(capsys, "llm", "eval", str(model), "--task", "addition", "--n", "1")
+    code, _, err = cli("llm", "eval", str(model), "--task", "addition", "--n", "1")
     assert code == 2
     assert err == f"error: {model / 'config.json'} has no {key!r} field; restore the file from the original download.\n"
