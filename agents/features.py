@@ -77,16 +77,18 @@ class FeatureMap(Protocol):
 class UnitCoordinates:
     """Maps an observation to a point in [0, 1]^d: a Box by its bounds, a Discrete state by a lookup table."""
 
-    def __init__(self, low: np.ndarray, high: np.ndarray, table: np.ndarray | None = None) -> None:
+    def __init__(self, low: np.ndarray, high: np.ndarray, table: np.ndarray | None = None, start: int = 0) -> None:
         self.low, self.width = low.astype(np.float64), (high - low).astype(np.float64)
         self.table = table
         """(S, d) the point of each Discrete state, or None for a Box."""
+        self.start = start
+        """The first Discrete state (`Discrete(n, start=...)`): state s is row s - start of the table."""
         self.dims = len(low) if table is None else table.shape[1]
 
     def __call__(self, obs: Any) -> np.ndarray:
         """(d,) the point of `obs` in [0, 1]^d."""
         if self.table is not None:
-            return self.table[int(obs)]
+            return self.table[int(obs) - self.start]
         return np.clip((np.asarray(obs, dtype=np.float64).ravel() - self.low) / self.width, 0.0, 1.0)
 
 
@@ -95,7 +97,8 @@ def unit_coordinates(
 ) -> UnitCoordinates:
     """The coordinates `kind` features are built on; a UserError for a space they cannot describe."""
     if isinstance(observation_space, gym.spaces.Discrete):
-        return UnitCoordinates(np.zeros(0), np.ones(0), discrete_points(observation_space, env))
+        points = discrete_points(observation_space, env)
+        return UnitCoordinates(np.zeros(0), np.ones(0), points, int(observation_space.start))
     if not isinstance(observation_space, gym.spaces.Box):
         raise UserError(
             f"{kind} features need a Box or Discrete observation space, not {observation_space}; "

@@ -118,7 +118,12 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     evaluate = sub.add_parser("eval", help="run a trained agent's greedy policy")
     evaluate.add_argument("run_dir", help="a run directory written by `rl train`")
     evaluate.add_argument("--episodes", type=at_least(1), default=10)
-    evaluate.add_argument("--seed", type=seed_type(), default=0)
+    evaluate.add_argument(
+        "--seed",
+        type=seed_type(),
+        default=0,
+        help="episode i starts from reset(seed=SEED + i); training's final evaluation used the run's seed + 10000",
+    )
     evaluate.set_defaults(command=cmd_eval)
 
     plan = sub.add_parser("plan", help="optimal values and policy of an env that exposes its model")
@@ -196,6 +201,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         with Run(spec, config_dict(cfg), run_dir=run_dir) as run:
             run.logger.line(f"training {spec.agent} on {spec.env_id} (seed {spec.seed}) -> {run.run_dir}")
             entry.train(cfg, run)
+        if run.stop_requested and run.budget_spent:  # the signal came during the final evaluation
+            print(f"stopped in the final evaluation; training finished, checkpoint saved in {run.run_dir}.",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_INTERRUPTED
         if run.stop_requested:
             print(f"stopped at step {run.rollout.global_step}; checkpoint saved.", file=sys.stderr)
             print(f"resume with: rl train --resume {run.run_dir}", file=sys.stderr)

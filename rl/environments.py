@@ -35,7 +35,10 @@ def make_env(env_id: str, env_kwargs: dict | None = None, render_mode: str | Non
     except gym.error.Error as error:
         raise UserError(f"cannot make env {env_id!r}: {one_line(error)}.") from None
     except ModuleNotFoundError as error:
-        raise UserError(f"cannot make env {env_id!r}: {error}; check the module part of `module:Name-v0`.") from None
+        raise UserError(
+            f"cannot make env {env_id!r}: {error}; check the module part of `module:Name-v0`, and that its directory "
+            "is on PYTHONPATH."
+        ) from None
     except (TypeError, KeyError, ValueError) as error:
         raise UserError(
             f"cannot make env {env_id!r} with env kwargs {kwargs}: {type(error).__name__}: {one_line(error)}; "

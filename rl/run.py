@@ -11,6 +11,7 @@ the run keeps the bookkeeping that every agent would otherwise repeat.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import signal
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from rl.checkpoint import (
     save_checkpoint,
     unflatten_state,
 )
-from rl.config import MAX_SEED
+from rl.config import MAX_SEED, config_dict
 from rl.environments import make_env, make_vector_env
 from rl.errors import Diverged, UserError, one_line
 from rl.evaluation import evaluate_policy
@@ -89,8 +90,11 @@ class RunSpec:
 class Run:
     """One run directory: env, generator, rollout, logger, learned state and checkpoints."""
 
-    def __init__(self, spec: RunSpec, config: dict[str, Any], run_dir: Path | None = None) -> None:
-        """Starts a new run, or resumes the one in `run_dir` from its checkpoint."""
+    def __init__(self, spec: RunSpec, config: Any, run_dir: Path | None = None) -> None:
+        """Starts a new run, or resumes the one in `run_dir` from its checkpoint. `config` is the agent's Config (or
+        its dict): config.json records it, and `rl train --resume` and `rl eval` rebuild the agent from it."""
+        if dataclasses.is_dataclass(config):
+            config = config_dict(config)
         self.spec = spec
         self.env = make_env(spec.env_id, spec.env_kwargs)
         self.rng = seed_everything(spec.seed)
@@ -198,16 +202,27 @@ class Run:
             self._next_checkpoint = step + self.spec.checkpoint_every
         if self.stop_requested:
             return False
-        out_of_steps = self.spec.total_steps is not None and step >= self.spec.total_steps
+        if self.budget_spent:
+            self.logger.progress(step, final=True)  # the SPS of the last stretch: short runs log it at least once
+            return False
+        return True
+
+    @property
+    def budget_spent(self) -> bool:
+        """Whether the run has taken its steps or finished its episodes."""
+        out_of_steps = self.spec.total_steps is not None and self.rollout.global_step >= self.spec.total_steps
         out_of_episodes = self.spec.total_episodes is not None and self.rollout.episodes >= self.spec.total_episodes
-        return not (out_of_steps or out_of_episodes)
+        return out_of_steps or out_of_episodes
 
     def log(self, tag: str, value: float) -> None:
         """A scalar at the current global environment step."""
         self.logger.scalar(tag, float(value), self.rollout.global_step)
 
     def evaluate(self, act: Any, episodes: int | None = None) -> np.ndarray:
-        """Runs the greedy policy `act(obs)` on a fresh env and logs `eval/episodic_return`."""
+        """Runs the greedy policy `act(obs)` on a fresh env and logs `eval/episodic_return`; after a stop signal it
+        returns no episodes at once, so that Ctrl-C ends a run promptly (`rl eval` evaluates the checkpoint later)."""
+        if self.stop_requested:
+            return np.zeros(0)
         env = make_env(self.spec.env_id, self.spec.env_kwargs)
         returns = evaluate_policy(env, act, episodes or self.spec.eval_episodes, seed=self.spec.seed + 10_000)
         env.close()

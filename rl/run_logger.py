@@ -78,7 +78,9 @@ class RunLogger:
         self.print_every = print_every
         self.quiet = quiet
         atomic_write_json(self.run_dir / CONFIG_FILE, config)
-        self.writer = SummaryWriter(str(self.run_dir))
+        # On resume, purge_step drops what an earlier process logged after its last checkpoint (a crash between
+        # checkpoints), so the curves do not hold those steps twice.
+        self.writer = SummaryWriter(str(self.run_dir), purge_step=initial_step if initial_step > 0 else None)
         self.writer.add_text("config", config_as_markdown(config), initial_step)
         self.recent_returns: deque[float] = deque(maxlen=20)
         self._bar = tqdm(total=total, initial=initial_step, unit="step", disable=True if quiet else None, leave=False)
@@ -99,10 +101,10 @@ class RunLogger:
             self.writer.add_scalar("charts/episodic_length", episode.length, step)
             self.recent_returns.append(episode.episode_return)
 
-    def progress(self, step: int) -> None:
-        """Moves the bar; every `print_every` steps logs `charts/SPS` and prints one line."""
+    def progress(self, step: int, final: bool = False) -> None:
+        """Moves the bar; every `print_every` steps, and at the `final` step, logs `charts/SPS` and prints one line."""
         self._bar.update(step - self._bar.n)
-        if step < self._next_print:
+        if step < self._next_print and not (final and step > self._last_step):
             return
         now = time.perf_counter()
         sps = (step - self._last_step) / max(now - self._last_time, 1e-9)

@@ -50,6 +50,10 @@ def test_a_discrete_space_without_a_grid_is_one_axis():
     fourier = make_features("fourier", gym.spaces.Discrete(5), order=2)
     # State 2 of 5 lies at 0.5: cos(0), cos(pi/2), cos(pi).
     np.testing.assert_allclose(fourier(2).values, [1.0, 0.0, -1.0], atol=1e-12)
+    # Discrete(5, start=1) holds states 1..5: state 3 is the middle one, and 5 the last.
+    shifted = make_features("fourier", gym.spaces.Discrete(5, start=1), order=2)
+    np.testing.assert_allclose(shifted(3).values, [1.0, 0.0, -1.0], atol=1e-12)
+    np.testing.assert_allclose(shifted(5).values, [1.0, -1.0, 1.0], atol=1e-12)
 
 
 def test_tile_offsets_are_the_asymmetric_displacements():

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
+import shutil
 import signal
 
 import numpy as np
@@ -45,6 +47,7 @@ def test_run_directory_config_and_tags(tmp_path):
     assert [e.step for e in returns] == [100, 200]
     assert events.Scalars("losses/td_loss")[0].step == 250
     assert "config/text_summary" in events.Tags()["tensors"]
+    assert [e.step for e in events.Scalars("charts/SPS")] == [250]  # a run under print_every logs it at its end
     arrays, meta = load_checkpoint(run.run_dir)
     np.testing.assert_array_equal(arrays["visits"], visits)
     assert meta["global_step"] == 250 and meta["episodes"] == 2
@@ -64,6 +67,7 @@ def test_a_stop_signal_ends_the_loop_and_saves(tmp_path):
             run.rollout.step(0)
             if run.rollout.global_step == 42:
                 os.kill(os.getpid(), signal.SIGTERM)
+        assert run.evaluate(lambda obs: 0).size == 0  # no greedy episodes after a stop signal: Ctrl-C ends promptly
     assert run.stop_requested and run.rollout.global_step == 42
     arrays, meta = load_checkpoint(run.run_dir)
     assert meta["global_step"] == 42 and arrays["visits"].sum() == 42
@@ -77,6 +81,36 @@ def test_resume_restores_state_rng_and_counters(tmp_path):
         assert resumed.resumed and resumed.rollout.global_step == 150
         visits = walk(resumed)
     assert visits.sum() == 250
+
+
+def test_a_config_dataclass_is_recorded_as_its_fields(tmp_path):
+    @dataclasses.dataclass(frozen=True)
+    class WalkerConfig:
+        alpha: float = 0.1
+        sizes: tuple[int, ...] = (4, 4)
+
+    with Run(spec(tmp_path), WalkerConfig(alpha=0.5)) as run:
+        walk(run)
+    assert json.loads((run.run_dir / "config.json").read_text())["agent_config"] == {"alpha": 0.5, "sizes": [4, 4]}
+
+
+def test_resume_after_a_crash_purges_the_steps_logged_after_the_checkpoint(tmp_path):
+    """A process killed at step 250 whose last checkpoint was at step 150 (simulated with two runs of one seed: the
+    longer run's events in the shorter run's directory): the resumed run drops points 150..250 and logs them again."""
+    with Run(spec(tmp_path / "a", total_steps=150), {}) as checkpointed:
+        walk(checkpointed)
+    with Run(spec(tmp_path / "b", total_steps=250), {}) as killed:
+        walk(killed)
+    for events in checkpointed.run_dir.glob("events.*"):
+        events.unlink()
+    for events in killed.run_dir.glob("events.*"):
+        shutil.copy(events, checkpointed.run_dir)
+    with Run(spec(tmp_path, total_steps=350), {}, run_dir=checkpointed.run_dir) as resumed:
+        walk(resumed)
+    events = EventAccumulator(str(resumed.run_dir))
+    events.Reload()
+    # The killed process's episode end at 200 is gone; the resumed run starts a fresh episode at 150 (ends 250, 350).
+    assert [e.step for e in events.Scalars("charts/episodic_return")] == [100, 250, 350]
 
 
 def test_resume_with_a_different_table_shape_is_refused(tmp_path):
