@@ -78,9 +78,9 @@ class RunLogger:
         self.print_every = print_every
         self.quiet = quiet
         atomic_write_json(self.run_dir / CONFIG_FILE, config)
-        # On resume, purge_step drops what an earlier process logged after its last checkpoint (a crash between
-        # checkpoints), so the curves do not hold those steps twice.
-        self.writer = SummaryWriter(str(self.run_dir), purge_step=initial_step if initial_step > 0 else None)
+        # On resume, purge_step drops what an earlier process logged after the step of its last checkpoint (a crash
+        # between checkpoints), so the curves do not hold those steps twice; points at that step were checkpointed.
+        self.writer = SummaryWriter(str(self.run_dir), purge_step=initial_step + 1 if initial_step > 0 else None)
         self.writer.add_text("config", config_as_markdown(config), initial_step)
         self.recent_returns: deque[float] = deque(maxlen=20)
         self._bar = tqdm(total=total, initial=initial_step, unit="step", disable=True if quiet else None, leave=False)

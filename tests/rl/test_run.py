@@ -95,22 +95,23 @@ def test_a_config_dataclass_is_recorded_as_its_fields(tmp_path):
 
 
 def test_resume_after_a_crash_purges_the_steps_logged_after_the_checkpoint(tmp_path):
-    """A process killed at step 250 whose last checkpoint was at step 150 (simulated with two runs of one seed: the
-    longer run's events in the shorter run's directory): the resumed run drops points 150..250 and logs them again."""
-    with Run(spec(tmp_path / "a", total_steps=150), {}) as checkpointed:
+    """A process killed at step 300 whose last checkpoint was at step 200 (simulated with two runs of one seed: the
+    longer run's events in the shorter run's directory): the resumed run keeps the points up to 200, drops 300, and
+    logs its own."""
+    with Run(spec(tmp_path / "a", total_steps=200), {}) as checkpointed:
         walk(checkpointed)
-    with Run(spec(tmp_path / "b", total_steps=250), {}) as killed:
+    with Run(spec(tmp_path / "b", total_steps=300), {}) as killed:
         walk(killed)
     for events in checkpointed.run_dir.glob("events.*"):
         events.unlink()
     for events in killed.run_dir.glob("events.*"):
         shutil.copy(events, checkpointed.run_dir)
-    with Run(spec(tmp_path, total_steps=350), {}, run_dir=checkpointed.run_dir) as resumed:
+    with Run(spec(tmp_path, total_steps=400), {}, run_dir=checkpointed.run_dir) as resumed:
         walk(resumed)
     events = EventAccumulator(str(resumed.run_dir))
     events.Reload()
-    # The killed process's episode end at 200 is gone; the resumed run starts a fresh episode at 150 (ends 250, 350).
-    assert [e.step for e in events.Scalars("charts/episodic_return")] == [100, 250, 350]
+    # Episodes end every 100 steps; without the purge the killed process's 300 would appear twice.
+    assert [e.step for e in events.Scalars("charts/episodic_return")] == [100, 200, 300, 400]
 
 
 def test_resume_with_a_different_table_shape_is_refused(tmp_path):
