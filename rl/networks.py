@@ -30,18 +30,22 @@ def mlp(
 
 
 class ObservationEncoder(nn.Module):
-    """Turns raw observations into (B, D) float inputs: Box ones flattened, Discrete ones one-hot encoded."""
+    """Turns raw observations into (B, D) float inputs: Box ones flattened, Discrete ones one-hot encoded, and uint8
+    images with bounds 0 to 255 scaled to [0, 1] (as image pipelines do; raw 0-255 inputs saturate tanh layers)."""
 
     def __init__(self, space: gym.Space) -> None:
         super().__init__()
         self.discrete_n = int(space.n) if isinstance(space, gym.spaces.Discrete) else None
         self.discrete_start = int(space.start) if isinstance(space, gym.spaces.Discrete) else 0
         self.out_features = self.discrete_n or int(np.prod(space.shape))
+        is_image = isinstance(space, gym.spaces.Box) and space.dtype == np.uint8
+        self.scale = 1.0 / 255.0 if is_image and np.all(space.low == 0) and np.all(space.high == 255) else 1.0
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if self.discrete_n is not None:
             return nn.functional.one_hot(obs.long() - self.discrete_start, self.discrete_n).float()
-        return obs.float().reshape(obs.shape[0], -1)
+        x = obs.float().reshape(obs.shape[0], -1)
+        return x * self.scale if self.scale != 1.0 else x
 
 
 def adam(parameters: Iterable[nn.Parameter], lr: float, eps: float = 1e-8) -> torch.optim.Adam:
