@@ -108,9 +108,10 @@ from llm_rl.rl_run import (
 )
 from llm_rl.sampling import SamplingConfig, check_context, row_generators
 from llm_rl.sampling_strategies import SAMPLERS, make_sampler
-from llm_rl.sft import check_budget_left, set_gradient_checkpointing, stop_signals
+from llm_rl.sft import set_gradient_checkpointing, stop_signals
 from llm_rl.tasks import Problem, Task, get_task
 from rl.advantages import group_relative_advantages, leave_one_out_advantages
+from rl.checkpoint import check_budget_left
 from rl.config import config_dict
 from rl.errors import UserError
 from rl.pg_losses import clipped_surrogate_loss, kl_k3, mirror_descent_loss, sequence_mean, surrogate_loss, token_mean

@@ -57,7 +57,7 @@ from llm_rl.precision import autocast, check_precision
 from llm_rl.sampling import check_context
 from llm_rl.tasks import Problem, Task, get_task
 from llm_rl.tokenizer import BOS_ID, EOS_ID, build_tokenizer
-from rl.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
+from rl.checkpoint import check_budget_left, flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from rl.config import config_dict
 from rl.errors import UserError
 from rl.run_logger import RunLogger, new_run_dir
@@ -272,16 +272,6 @@ def training_model(cfg: SFTConfig, spec: SFTSpec, resume: Path | None) -> tuple[
     if lora:
         model = with_lora(model, LoRAConfig(cfg.lora_rank, cfg.lora_alpha))
     return model, tokenizer
-
-
-def check_budget_left(run_dir: Path, done: int, budget: int, name: str, flag: str) -> None:
-    """A UserError when a resumed run has already done its budget, as `rl train --resume` refuses: going on would
-    train nothing yet rewrite the run's config.json and checkpoint."""
-    if done >= budget:
-        raise UserError(
-            f"{run_dir} already reached {name} {done} (its budget is {budget}); pass {flag} above {done} to train it "
-            "further."
-        )
 
 
 def set_gradient_checkpointing(model: CausalLM, enabled: bool) -> None:

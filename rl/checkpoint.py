@@ -114,3 +114,23 @@ def unflatten_state(skeleton: Any, arrays: Mapping[str, np.ndarray]) -> Any:
     if isinstance(skeleton, list):
         return [unflatten_state(value, arrays) for value in skeleton]
     return skeleton
+
+
+def check_saved_by(meta: Mapping[str, Any], agent: str, run_dir: Path, doing: str) -> None:
+    """A UserError unless the checkpoint's metadata names `agent`, the agent of the run's config.json (a checkpoint
+    copied between runs, or a config.json edited, would load weights into the wrong network)."""
+    if meta.get("agent") != agent:
+        raise UserError(
+            f"the checkpoint in {run_dir} was saved by {meta.get('agent')!r}, but its config.json names {agent!r}; "
+            f"{doing} a run directory whose checkpoint and config.json belong together."
+        )
+
+
+def check_budget_left(run_dir: Path, done: int, budget: int, name: str, flag: str) -> None:
+    """A UserError when a resumed run has already done its budget: going on would train nothing yet rewrite the run's
+    config.json and checkpoint (and evaluate again)."""
+    if done >= budget:
+        raise UserError(
+            f"{run_dir} already reached {name} {done} (its budget is {budget}); pass {flag} above {done} to train it "
+            "further."
+        )

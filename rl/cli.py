@@ -266,7 +266,7 @@ def resume_job(args: argparse.Namespace) -> tuple[Any, dict, Path]:
 def cmd_eval(args: argparse.Namespace) -> int:
     import envs  # noqa: F401
     from agents.registry import get_agent
-    from rl.checkpoint import load_checkpoint
+    from rl.checkpoint import check_saved_by, load_checkpoint
     from rl.environments import make_env
     from rl.errors import one_line
     from rl.evaluation import evaluate_policy
@@ -277,11 +277,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     spec = saved["spec"]
     entry = get_agent(str(spec.get("agent")))
     arrays, meta = load_checkpoint(run_dir)
-    if meta.get("agent") != entry.name:
-        raise UserError(
-            f"the checkpoint in {run_dir} was saved by {meta.get('agent')!r}, but its config.json names "
-            f"{entry.name!r}; evaluate a run directory whose checkpoint and config.json belong together."
-        )
+    check_saved_by(meta, entry.name, run_dir, "evaluate")
     cfg = build_config(entry.config, saved["agent_config"], entry.name)
     env = make_env(spec.get("env_id", ""), spec.get("env_kwargs"))
     try:

@@ -26,6 +26,8 @@ from gymnasium.vector import VectorEnv
 from rl.checkpoint import (
     CHECKPOINT_FILE,
     atomic_write_bytes,
+    check_budget_left,
+    check_saved_by,
     flatten_state,
     load_checkpoint,
     save_checkpoint,
@@ -131,20 +133,12 @@ class Run:
     def _check_resumable(self, run_dir: Path) -> tuple[int, int]:
         """The checkpoint's step and episode count, once it is known to be this agent's and to have budget left."""
         meta, spec = self._restored_meta, self.spec
-        if meta.get("agent") != spec.agent:
-            raise UserError(
-                f"the checkpoint in {run_dir} was saved by {meta.get('agent')!r}, but its config.json names "
-                f"{spec.agent!r}; resume a run directory whose checkpoint and config.json belong together."
-            )
+        check_saved_by(meta, spec.agent, run_dir, "resume")
         global_step, episodes = int(meta.get("global_step", 0)), int(meta.get("episodes", 0))
         for name, done in (("total_steps", global_step), ("total_episodes", episodes)):
             budget = getattr(spec, name)
-            if budget is not None and done >= budget:
-                flag = "--" + name.replace("_", "-")
-                raise UserError(
-                    f"{run_dir} already reached {name} {done} (its budget is {budget}); pass {flag} above {done} "
-                    "to train it further."
-                )
+            if budget is not None:
+                check_budget_left(run_dir, done, budget, name, "--" + name.replace("_", "-"))
         return global_step, episodes
 
     @property
