@@ -1,6 +1,6 @@
 """Dynamic programming on a known model: Shiyu Zhao, "Mathematical Foundations of Reinforcement Learning", ch. 4.
 
-Every function takes an `rl.mdp.TabularModel` (transitions P (S, A, S) without terminating mass, rewards r (S, A))
+Every function takes an `rl.mdp.TabularModel` (transitions P without terminating mass, sparse, and rewards r (S, A))
 and returns arrays; nothing here touches an environment. With q(s, a) = r(s, a) + gamma * sum_s' P(s'|s, a) v(s'):
 
 - Policy evaluation (section 2.7): v_pi solves v = r_pi + gamma * P_pi v. Iteratively,
@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
+from scipy.sparse.linalg import spsolve
 
 from rl.errors import UserError
 from rl.mdp import TabularModel
@@ -69,13 +71,12 @@ def one_hot_policy(actions: np.ndarray, n_actions: int) -> np.ndarray:
     return policy
 
 
-def policy_rewards_and_transitions(model: TabularModel, policy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """r_pi (S,) and P_pi (S, S): the reward and state-transition matrix averaged over the policy's actions."""
+def policy_rewards_and_transitions(model: TabularModel, policy: np.ndarray) -> tuple[np.ndarray, sparse.csr_array]:
+    """r_pi (S,) and P_pi (S, S, sparse): the reward and state-transition matrix averaged over the policy's actions."""
     if policy.shape != (model.n_states, model.n_actions):
         raise ValueError(f"policy has shape {policy.shape}, expected (S, A) = {(model.n_states, model.n_actions)}.")
     r_pi = np.einsum("sa,sa->s", policy, model.rewards)
-    p_pi = np.einsum("sa,sat->st", policy, model.transitions)
-    return r_pi, p_pi
+    return r_pi, model.policy_transitions(policy)
 
 
 def check_gamma(gamma: float) -> None:
@@ -87,10 +88,10 @@ def check_gamma(gamma: float) -> None:
 
 
 def evaluate_policy_exactly(model: TabularModel, policy: np.ndarray, gamma: float) -> np.ndarray:
-    """(S,) v_pi from the closed form: solve (I - gamma * P_pi) v = r_pi."""
+    """(S,) v_pi from the closed form: solve (I - gamma * P_pi) v = r_pi (a sparse LU factorisation)."""
     check_gamma(gamma)
     r_pi, p_pi = policy_rewards_and_transitions(model, policy)
-    return np.linalg.solve(np.eye(model.n_states) - gamma * p_pi, r_pi)
+    return np.atleast_1d(spsolve(sparse.identity(model.n_states, format="csc") - gamma * p_pi.tocsc(), r_pi))
 
 
 def policy_evaluation(

@@ -25,7 +25,7 @@ import gymnasium as gym
 import numpy as np
 
 from rl.errors import UserError
-from rl.mdp import TabularModel
+from rl.mdp import TabularModel, model_from_outcomes
 
 Cell = tuple[int, int]
 """A cell as (row, col), 1-based from the top-left."""
@@ -135,15 +135,16 @@ class GridWorld(gym.Env):
     def model(self) -> TabularModel:
         """Exact transitions and rewards; a move that terminates carries no continuing mass (see rl.mdp)."""
         n_states, n_actions = self.observation_space.n, self.action_space.n
-        transitions = np.zeros((n_states, n_actions, n_states))
         rewards = np.zeros((n_states, n_actions))
+        rows, next_states = [], []
         for s in range(n_states):
             for a in range(n_actions):
                 next_cell, reward, terminated = self.outcome(self.cell_of(s), a)
                 rewards[s, a] = reward
                 if not terminated:
-                    transitions[s, a, self.state_of(next_cell)] = 1.0
-        return TabularModel(transitions, rewards)
+                    rows.append(s * n_actions + a)
+                    next_states.append(self.state_of(next_cell))
+        return model_from_outcomes(rewards, rows, next_states, [1.0] * len(rows))
 
     # ---- the Gymnasium API ----
 

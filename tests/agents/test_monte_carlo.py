@@ -166,7 +166,7 @@ def truncated_q_values(model: TabularModel, actions: np.ndarray, gamma: float, l
     """(S, A) the expected return of `length`-step episodes that take a in s and then follow `actions`."""
     policy = one_hot_policy(actions, model.n_actions)
     r_pi = (policy * model.rewards).sum(axis=1)
-    p_pi = np.einsum("sa,sat->st", policy, model.transitions)
+    p_pi = np.einsum("sa,sat->st", policy, model.dense_transitions())  # written out apart from rl.mdp
     values = np.zeros(model.n_states)
     for _ in range(length - 1):
         values = r_pi + gamma * p_pi @ values

@@ -148,3 +148,34 @@ def test_bad_truncation_and_non_convergence_are_user_errors() -> None:
         truncated_policy_iteration(two_state_mdp(), 0.9, truncation_steps=0)
     with pytest.raises(UserError, match="max_iterations"):
         value_iteration(two_state_mdp(), 0.9, max_iterations=3)
+
+
+def test_policy_transitions_match_a_dense_reference() -> None:
+    rng = np.random.default_rng(0)
+    dense = rng.random((6, 3, 6)) * (rng.random((6, 3, 6)) < 0.4)  # sparse-ish, rows summing below one
+    dense /= dense.sum(axis=2, keepdims=True).clip(min=1.0) * 1.25
+    policy = rng.dirichlet(np.ones(3), size=6)
+    model = TabularModel(dense, rewards=rng.normal(size=(6, 3)))
+    np.testing.assert_array_equal(model.dense_transitions(), dense)
+    np.testing.assert_allclose(model.policy_transitions(policy).toarray(), np.einsum("sa,sat->st", policy, dense))
+    values = rng.normal(size=6)
+    np.testing.assert_allclose(model.q_from_v(values, 0.9), model.rewards + 0.9 * dense @ values)
+
+
+def test_a_large_grid_world_plans_on_its_sparse_model() -> None:
+    # 150 x 150 = 22,500 states: a dense (S, A, S) model would take 20 GB; the sparse one holds S * A entries.
+    env = gym.make("GridWorld-v0", rows=150, cols=150)
+    model = model_of(env)
+    assert model.transitions.nnz == model.n_states * model.n_actions
+    for planner in (value_iteration, truncated_policy_iteration):
+        result = planner(model, 0.9)
+        assert bellman_optimality_residual(model, result.values, 0.9) < 1e-8
+        target = (4 - 1) * 150 + (3 - 1)
+        assert result.values[target] == pytest.approx(10.0)  # stay on the target: 1 / (1 - 0.9)
+        # The book's first row: its cells reach the target by the same paths when the grid extends further.
+        np.testing.assert_allclose(result.values[:5], BOOK_OPTIMAL_VALUES[0], atol=0.05)
+
+
+def test_dense_transitions_of_the_wrong_shape_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"expected \(S, A, S\)"):
+        TabularModel(np.zeros((2, 2, 3)), rewards=np.zeros((2, 2)))

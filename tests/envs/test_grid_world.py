@@ -152,7 +152,8 @@ def test_model_agrees_with_step_everywhere(kwargs: dict) -> None:
     env = GridWorld(**kwargs)
     model = env.model()
     n_states, n_actions = env.observation_space.n, env.action_space.n
-    assert model.transitions.shape == (n_states, n_actions, n_states) and model.rewards.shape == (n_states, n_actions)
+    transitions = model.dense_transitions()
+    assert transitions.shape == (n_states, n_actions, n_states) and model.rewards.shape == (n_states, n_actions)
     for s in range(n_states):
         for a in range(n_actions):
             env.reset(options={"state": s})
@@ -161,7 +162,7 @@ def test_model_agrees_with_step_everywhere(kwargs: dict) -> None:
             continuing = np.zeros(n_states)
             if not terminated:
                 continuing[obs] = 1.0  # terminating moves carry no continuing mass
-            np.testing.assert_array_equal(model.transitions[s, a], continuing)
+            np.testing.assert_array_equal(transitions[s, a], continuing)
 
 
 def test_ansi_render_shows_agent_target_and_forbidden_cells() -> None:
