@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from llm_rl.causal_lm import load_causal_lm_and_tokenizer  # noqa: E402
 from llm_rl.evaluate import TextCodec, text_codec  # noqa: E402
 from llm_rl.experience import Experience, collect  # noqa: E402
-from llm_rl.rl_trainer import OBJECTIVES, RLConfig  # noqa: E402
+from llm_rl.objectives import OBJECTIVES  # noqa: E402
+from llm_rl.rl_config import RLConfig  # noqa: E402
 from llm_rl.sampling import SamplingConfig, row_generators, sequence_log_probs  # noqa: E402
 from llm_rl.tasks import Problem, Task, get_task  # noqa: E402
 from rl.errors import run_script  # noqa: E402

@@ -102,7 +102,7 @@ def add_llm_parser(llm: argparse.ArgumentParser) -> None:
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
     """The `rl llm train` subcommand."""
-    from llm_rl.rl_trainer import ALGOS, RLConfig
+    from llm_rl.rl_config import ALGOS, RLConfig
 
     train = sub.add_parser(
         "train",
@@ -167,7 +167,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def sft_config_help() -> str:
     """For `rl llm sft --help`: the SFT config fields, their defaults and docs."""
-    from llm_rl.sft import SFTConfig
+    from llm_rl.sft_config import SFTConfig
 
     return config_help(SFTConfig)
 

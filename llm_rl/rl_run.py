@@ -33,7 +33,8 @@ from rl.run_logger import RunLogger, SilentLogger
 from rl.seeding import generator_state, restore_generator
 
 if TYPE_CHECKING:
-    from llm_rl.rl_trainer import RLConfig, RLResult, RLSpec
+    from llm_rl.rl_config import RLConfig, RLSpec
+    from llm_rl.rl_trainer import RLResult
 
 
 @dataclass

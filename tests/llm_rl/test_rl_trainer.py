@@ -16,17 +16,16 @@ from llm_rl.evaluate import text_codec
 from llm_rl.experience import Experience, collect_partial, start_groups
 from llm_rl.hf_io import load_pretrained
 from llm_rl.lora import BLOCK_LINEARS
-from llm_rl.partial_rollouts import PartialRolloutConfig, UnfinishedGroups
-from llm_rl.rl_trainer import (
-    RLConfig,
-    RLSpec,
+from llm_rl.objectives import (
     grpo_objective,
     kimi_objective,
     mean_reward_log_partition,
     rloo_objective,
     soft_log_partition,
-    train,
 )
+from llm_rl.partial_rollouts import PartialRolloutConfig, UnfinishedGroups
+from llm_rl.rl_config import RLConfig, RLSpec
+from llm_rl.rl_trainer import train
 from llm_rl.sampling import SamplingConfig
 from llm_rl.sampling_strategies import CurriculumSampler, PrioritizedSampler, SuccessRates, make_sampler
 from llm_rl.tasks import get_task
