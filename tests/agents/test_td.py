@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import envs  # noqa: F401
 from agents import td
@@ -48,6 +49,25 @@ def test_sarsa_keeps_to_the_safe_path_and_q_learning_walks_the_cliff_edge(tmp_pa
     # The cliff-edge path takes 13 steps (return -13); Sarsa's epsilon-aware path keeps away from the edge.
     assert q_learning.eval_returns.mean() == -13.0
     assert -25.0 <= sarsa.eval_returns.mean() <= -15.0
+
+
+def online_returns(run_dir) -> np.ndarray:
+    """The training episodes' returns as logged (`charts/episodic_return`), read back from TensorBoard."""
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return np.array([event.value for event in events.Scalars("charts/episodic_return")])
+
+
+def test_online_returns_match_sutton_and_barto_figure_6_4(tmp_path):
+    # Figure 6.4: while exploring with epsilon 0.1, Sarsa's episodes sum to about -25 and Q-learning's to about -50,
+    # because Q-learning's cliff-edge path makes exploratory steps fall off (-100). Mean of episodes 100-500.
+    means = {}
+    for fn in (td.train_sarsa, td.train_q_learning):
+        runs = [train(fn, td.TDConfig(**CLIFF), "CliffWalking-v1", tmp_path, s, episodes=500)[1] for s in range(3)]
+        means[fn] = np.mean([online_returns(r.run_dir)[100:].mean() for r in runs])
+    assert -40.0 <= means[td.train_sarsa] <= -20.0
+    assert -58.0 <= means[td.train_q_learning] <= -42.0
+    assert means[td.train_sarsa] > means[td.train_q_learning] + 10.0
 
 
 @pytest.mark.parametrize(
