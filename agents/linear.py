@@ -276,7 +276,6 @@ def control_setup(cfg: ControlConfig, run: Run) -> tuple[FeatureMap, np.ndarray]
 def finish_control(run: Run, w: np.ndarray, features: FeatureMap) -> LinearResult:
     """Evaluates the greedy policy of q on a fresh env and packs the result."""
     eval_returns = run.evaluate(greedy_policy(w, features))
-    run.logger.line(f"greedy evaluation: mean return {eval_returns.mean():.2f} over {len(eval_returns)} episodes")
     n_states = n_discrete(run.env)
     if not n_states:
         return LinearResult(w.copy(), None, None, eval_returns)

@@ -111,7 +111,6 @@ def finish(run: Run, values: np.ndarray, policy: np.ndarray, q_values: np.ndarra
     )
     actions = result.greedy_actions
     eval_returns = run.evaluate(lambda obs: int(actions[int(obs)]))
-    run.logger.line(f"greedy evaluation: mean return {eval_returns.mean():.2f} over {len(eval_returns)} episodes")
     return TabularResult(result.values, result.policy, result.q_values, eval_returns)
 
 

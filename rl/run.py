@@ -213,14 +213,18 @@ class Run:
         self.logger.scalar(tag, float(value), self.rollout.global_step)
 
     def evaluate(self, act: Any, episodes: int | None = None) -> np.ndarray:
-        """Runs the greedy policy `act(obs)` on a fresh env and logs `eval/episodic_return`; after a stop signal it
-        returns no episodes at once, so that Ctrl-C ends a run promptly (`rl eval` evaluates the checkpoint later)."""
+        """Runs the greedy policy `act(obs)` on a fresh env and logs `eval/episodic_return`. A stop signal, before or
+        during it, ends it after the running episode with no point logged, so that Ctrl-C ends a run promptly (`rl
+        eval` evaluates the checkpoint later); the episodes finished by then come back."""
         if self.stop_requested:
             return np.zeros(0)
         env = make_env(self.spec.env_id, self.spec.env_kwargs)
-        returns = evaluate_policy(env, act, episodes or self.spec.eval_episodes, seed=self.spec.seed + 10_000)
+        episodes = episodes or self.spec.eval_episodes
+        returns = evaluate_policy(env, act, episodes, seed=self.spec.seed + 10_000, stop=lambda: self.stop_requested)
         env.close()
-        self.log("eval/episodic_return", returns.mean())
+        if len(returns) == episodes:
+            self.log("eval/episodic_return", returns.mean())
+            self.logger.line(f"greedy evaluation: mean return {returns.mean():.2f} over {episodes} episodes")
         return returns
 
     def save(self) -> Path:

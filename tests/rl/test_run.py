@@ -74,6 +74,25 @@ def test_a_stop_signal_ends_the_loop_and_saves(tmp_path):
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers restored
 
 
+def test_a_stop_signal_during_the_final_evaluation_ends_it_after_the_running_episode(tmp_path):
+    with Run(spec(tmp_path, total_steps=50, eval_episodes=5), {}) as run:
+        walk(run)
+        steps = 0
+
+        def act(obs):  # GridWorld episodes last 100 steps; the signal comes in the second episode
+            nonlocal steps
+            steps += 1
+            if steps == 150:
+                os.kill(os.getpid(), signal.SIGINT)
+            return 4
+
+        returns = run.evaluate(act)
+    assert len(returns) == 2 and steps == 200  # the second episode finished, no third one started
+    events = EventAccumulator(str(run.run_dir))
+    events.Reload()
+    assert "eval/episodic_return" not in events.Tags()["scalars"]  # a partial evaluation is not logged
+
+
 def test_resume_restores_state_rng_and_counters(tmp_path):
     with Run(spec(tmp_path, total_steps=150), {}) as first:
         walk(first)
