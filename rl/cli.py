@@ -82,38 +82,7 @@ class Parser(argparse.ArgumentParser):
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = Parser(prog="rl", description="Reinforcement learning from tables to language models.")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
-
-    train = sub.add_parser(
-        "train",
-        help="train an agent on a Gymnasium env",
-        epilog=agent_config_help(argv),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    train.add_argument("agent", nargs="?", help="agent name (see `rl list`)")
-    train.add_argument("--env", help="anything gymnasium.make accepts, module:Name-v0 included")
-    budget = train.add_mutually_exclusive_group()
-    budget.add_argument("--total-steps", type=at_least(1), help="environment steps to train for")
-    budget.add_argument("--total-episodes", type=at_least(1), help="episodes to train for")
-    train.add_argument("--seed", type=seed_type(), nargs="+", help="one run per seed, one after another (default 0)")
-    train.add_argument("--runs-dir", default="runs", help="parent directory of the run directories")
-    train.add_argument("--config", help="TOML file of agent config fields (and an [env_kwargs] table)")
-    train.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", help="override agent config fields")
-    train.add_argument(
-        "--env-kwargs", nargs="+", action="extend", metavar="KEY=VALUE", help="kwargs for gymnasium.make"
-    )
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
-    train.add_argument(
-        "--checkpoint-every", type=at_least(1), default=50_000, help="environment steps between checkpoints"
-    )
-    train.add_argument("--eval-episodes", type=at_least(1), default=10, help="greedy episodes in the final evaluation")
-    train.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
-    train.add_argument(
-        "--threads",
-        type=threads_type(),
-        default=1,
-        help="torch CPU threads (1 suits small networks; more oversubscribe a busy box)",
-    )
-    train.set_defaults(command=cmd_train)
+    add_train_parser(sub, argv)
 
     evaluate = sub.add_parser("eval", help="run a trained agent's greedy policy")
     evaluate.add_argument("run_dir", help="a run directory written by `rl train`")
@@ -163,6 +132,41 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
         add_llm_parser(llm)
     return parser
+
+
+def add_train_parser(sub: argparse._SubParsersAction, argv: list[str]) -> None:
+    """`rl train`: an agent on an env, with budgets, seeds, config overrides and resumption."""
+    train = sub.add_parser(
+        "train",
+        help="train an agent on a Gymnasium env",
+        epilog=agent_config_help(argv),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("agent", nargs="?", help="agent name (see `rl list`)")
+    train.add_argument("--env", help="anything gymnasium.make accepts, module:Name-v0 included")
+    budget = train.add_mutually_exclusive_group()
+    budget.add_argument("--total-steps", type=at_least(1), help="environment steps to train for")
+    budget.add_argument("--total-episodes", type=at_least(1), help="episodes to train for")
+    train.add_argument("--seed", type=seed_type(), nargs="+", help="one run per seed, one after another (default 0)")
+    train.add_argument("--runs-dir", default="runs", help="parent directory of the run directories")
+    train.add_argument("--config", help="TOML file of agent config fields (and an [env_kwargs] table)")
+    train.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", help="override agent config fields")
+    train.add_argument(
+        "--env-kwargs", nargs="+", action="extend", metavar="KEY=VALUE", help="kwargs for gymnasium.make"
+    )
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    train.add_argument(
+        "--checkpoint-every", type=at_least(1), default=50_000, help="environment steps between checkpoints"
+    )
+    train.add_argument("--eval-episodes", type=at_least(1), default=10, help="greedy episodes in the final evaluation")
+    train.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
+    train.add_argument(
+        "--threads",
+        type=threads_type(),
+        default=1,
+        help="torch CPU threads (1 suits small networks; more oversubscribe a busy box)",
+    )
+    train.set_defaults(command=cmd_train)
 
 
 def agent_config_help(argv: list[str]) -> str | None:
