@@ -40,7 +40,15 @@ from torch import nn
 
 from rl.advantages import normalize
 from rl.networks import ActorCritic, adam, clip_grad_norm
-from rl.onpolicy import OnPolicyBatch, collect, deterministic_policy, flatten, load_tracked, steps_this_iteration
+from rl.onpolicy import (
+    OnPolicyBatch,
+    collect,
+    deterministic_policy,
+    flatten,
+    fold_observations,
+    load_tracked,
+    steps_this_iteration,
+)
 from rl.pg_losses import entropy_bonus, policy_gradient_loss, value_loss
 from rl.run import Run
 from rl.schedules import linear_schedule
@@ -76,6 +84,9 @@ class Config:
     """Widths of the hidden layers of the actor and of the critic."""
     log_std_init: float = 0.0
     """Initial log standard deviation of the Gaussian policy (Box actions)."""
+    normalize_observation: bool = False
+    """Feed the networks Box observations normalised by their running mean and std (clipped to +-10); the
+    statistics are saved with the network (`rl.networks.ObservationEncoder`)."""
     device: str = "cpu"
     """Torch device for the networks and batches."""
 
@@ -97,7 +108,8 @@ class UpdateStats:
 
 
 def build_network(cfg: Config, observation_space: gym.Space, action_space: gym.Space, env_id: str) -> ActorCritic:
-    return ActorCritic(observation_space, action_space, cfg.hidden_sizes, "a2c", env_id, cfg.log_std_init)
+    return ActorCritic(observation_space, action_space, cfg.hidden_sizes, "a2c", env_id, cfg.log_std_init,
+                       normalize_observation=cfg.normalize_observation)  # fmt: skip
 
 
 def build_optimizer(cfg: Config, network: nn.Module) -> torch.optim.Optimizer:
@@ -145,6 +157,7 @@ def train(cfg: Config, run: Run) -> np.ndarray:
         num_steps = steps_this_iteration(cfg.n_steps, cfg.num_envs, rollout.global_step, spec.total_steps)
         batch = collect(rollout, network, num_steps, cfg.gamma, cfg.gae_lambda, device)
         stats = update(cfg, network, optimizer, batch)
+        fold_observations(network, batch.obs)
         run.log("losses/policy_loss", stats.policy_loss)
         run.log("losses/value_loss", stats.value_loss)
         run.log("charts/entropy", stats.entropy)

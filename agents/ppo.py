@@ -42,6 +42,7 @@ from rl.onpolicy import (
     collect,
     deterministic_policy,
     flatten,
+    fold_observations,
     load_tracked,
     minibatches,
     steps_this_iteration,
@@ -89,6 +90,9 @@ class Config:
     """Widths of the hidden layers of the actor and of the critic."""
     log_std_init: float = 0.0
     """Initial log standard deviation of the Gaussian policy (Box actions)."""
+    normalize_observation: bool = False
+    """Feed the networks Box observations normalised by their running mean and std (clipped to +-10); the
+    statistics are saved with the network (`rl.networks.ObservationEncoder`)."""
     device: str = "cpu"
     """Torch device for the networks and batches."""
 
@@ -114,7 +118,8 @@ class MinibatchStats:
 
 
 def build_network(cfg: Config, observation_space: gym.Space, action_space: gym.Space, env_id: str) -> ActorCritic:
-    return ActorCritic(observation_space, action_space, cfg.hidden_sizes, "ppo", env_id, cfg.log_std_init)
+    return ActorCritic(observation_space, action_space, cfg.hidden_sizes, "ppo", env_id, cfg.log_std_init,
+                       normalize_observation=cfg.normalize_observation)  # fmt: skip
 
 
 def minibatch_step(
@@ -191,6 +196,7 @@ def train(cfg: Config, run: Run) -> np.ndarray:
         num_steps = steps_this_iteration(cfg.n_steps, cfg.num_envs, rollout.global_step, spec.total_steps)
         batch = collect(rollout, network, num_steps, cfg.gamma, cfg.gae_lambda, device)
         log_stats(run, update(cfg, network, optimizer, batch, clip_range, run.rng))
+        fold_observations(network, batch.obs)
 
     return run.evaluate(deterministic_policy(network, action_space, device))
 

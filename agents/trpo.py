@@ -45,7 +45,16 @@ from rl.natural_gradient import (
     flat_grad,
 )
 from rl.networks import ActorCritic, adam
-from rl.onpolicy import Samples, collect, deterministic_policy, flatten, load_tracked, minibatches, steps_this_iteration
+from rl.onpolicy import (
+    Samples,
+    collect,
+    deterministic_policy,
+    flatten,
+    fold_observations,
+    load_tracked,
+    minibatches,
+    steps_this_iteration,
+)
 from rl.pg_losses import surrogate_loss, value_loss
 from rl.run import Run
 
@@ -82,6 +91,9 @@ class Config:
     """Widths of the hidden layers of the actor and of the critic."""
     log_std_init: float = 0.0
     """Initial log standard deviation of the Gaussian policy (Box actions)."""
+    normalize_observation: bool = False
+    """Feed the networks Box observations normalised by their running mean and std (clipped to +-10); the
+    statistics are saved with the network (`rl.networks.ObservationEncoder`)."""
     device: str = "cpu"
     """Torch device for the networks and batches."""
 
@@ -98,7 +110,8 @@ class Config:
 
 
 def build_network(cfg: Config, observation_space: gym.Space, action_space: gym.Space, env_id: str) -> ActorCritic:
-    return ActorCritic(observation_space, action_space, cfg.hidden_sizes, "trpo", env_id, cfg.log_std_init)
+    return ActorCritic(observation_space, action_space, cfg.hidden_sizes, "trpo", env_id, cfg.log_std_init,
+                       normalize_observation=cfg.normalize_observation)  # fmt: skip
 
 
 def natural_gradient_step(
@@ -167,6 +180,7 @@ def train(cfg: Config, run: Run) -> np.ndarray:
         run.log("charts/entropy", entropy)
         run.log("charts/approx_kl", step.kl)
         run.log("charts/step_fraction", step.step_fraction)
+        fold_observations(network, samples.obs)
 
     return run.evaluate(deterministic_policy(network, action_space, device))
 

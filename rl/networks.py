@@ -13,6 +13,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from rl.distributions import CategoricalHead, policy_head
+from rl.errors import UserError
 from rl.spaces import flat_size
 
 
@@ -31,21 +32,49 @@ def mlp(
 
 class ObservationEncoder(nn.Module):
     """Turns raw observations into (B, D) float inputs: Box ones flattened, Discrete ones one-hot encoded, and uint8
-    images with bounds 0 to 255 scaled to [0, 1] (as image pipelines do; raw 0-255 inputs saturate tanh layers)."""
+    images with bounds 0 to 255 scaled to [0, 1] (as image pipelines do; raw 0-255 inputs saturate tanh layers).
 
-    def __init__(self, space: gym.Space) -> None:
+    With `normalize` (Box observations), inputs become (x - mean) / sqrt(var + 1e-8), clipped to +-10, from a running
+    mean and variance that `update_statistics` folds batches into; they start at 0 and 1 and are buffers, so the
+    network's checkpoint carries them and evaluation and resume see the statistics training used.
+    """
+
+    def __init__(self, space: gym.Space, normalize: bool = False) -> None:
         super().__init__()
         self.discrete_n = int(space.n) if isinstance(space, gym.spaces.Discrete) else None
         self.discrete_start = int(space.start) if isinstance(space, gym.spaces.Discrete) else 0
         self.out_features = self.discrete_n or int(np.prod(space.shape))
         is_image = isinstance(space, gym.spaces.Box) and space.dtype == np.uint8
         self.scale = 1.0 / 255.0 if is_image and np.all(space.low == 0) and np.all(space.high == 255) else 1.0
+        self.normalize = normalize
+        if normalize:
+            if self.discrete_n is not None:
+                raise ValueError("observation normalisation needs Box observations, not Discrete ones")
+            self.register_buffer("obs_mean", torch.zeros(self.out_features, dtype=torch.float64))
+            self.register_buffer("obs_var", torch.ones(self.out_features, dtype=torch.float64))
+            self.register_buffer("obs_count", torch.zeros((), dtype=torch.float64))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if self.discrete_n is not None:
             return nn.functional.one_hot(obs.long() - self.discrete_start, self.discrete_n).float()
         x = obs.float().reshape(obs.shape[0], -1)
-        return x * self.scale if self.scale != 1.0 else x
+        x = x * self.scale if self.scale != 1.0 else x
+        if self.normalize:
+            x = ((x - self.obs_mean) / torch.sqrt(self.obs_var + 1e-8)).clamp(-10.0, 10.0).float()
+        return x
+
+    @torch.no_grad()
+    def update_statistics(self, obs: torch.Tensor) -> None:
+        """Folds a batch of observations (..., *O) into the running mean and variance (the pairwise update of Chan,
+        Golub and LeVeque 1979: the result equals the mean and variance of every observation folded in so far)."""
+        x = obs.to(self.obs_mean.device, torch.float64).reshape(-1, self.out_features) * self.scale
+        n, old = x.shape[0], self.obs_count.clone()
+        total = old + n
+        delta = x.mean(0) - self.obs_mean
+        sum_squares = self.obs_var * old + x.var(0, correction=0) * n + delta**2 * old * n / total
+        self.obs_mean += delta * n / total
+        self.obs_var.copy_(sum_squares / total)
+        self.obs_count.copy_(total)
 
 
 def adam(parameters: Iterable[nn.Parameter], lr: float, eps: float = 1e-8) -> torch.optim.Adam:
@@ -89,7 +118,8 @@ class ActorCritic(nn.Module):
     With `orthogonal_init` (the PPO implementation-details choice): hidden layers gain sqrt(2), the policy's output
     layer 0.01 (so the first policy is close to uniform, or to a zero-mean Gaussian), the value output 1.
     A Box action space gets an unsquashed Gaussian with a state-independent log-std; the agent clips its samples
-    to the Box when it steps the env.
+    to the Box when it steps the env. With `normalize_observation` both see running-normalised observations
+    (`ObservationEncoder`); `rl.onpolicy.fold_observations` updates the statistics.
     """
 
     def __init__(
@@ -101,10 +131,16 @@ class ActorCritic(nn.Module):
         env_id: str,
         log_std_init: float = 0.0,
         orthogonal_init: bool = True,
+        normalize_observation: bool = False,
     ) -> None:
         super().__init__()
         flat_size(observation_space, "observation", agent, env_id)
-        self.encoder = ObservationEncoder(observation_space)
+        if normalize_observation and not isinstance(observation_space, gym.spaces.Box):
+            raise UserError(
+                f"{agent} normalize_observation=true needs Box observations, and {env_id}'s are "
+                f"{type(observation_space).__name__}; leave it false."
+            )
+        self.encoder = ObservationEncoder(observation_space, normalize_observation)
         in_features = self.encoder.out_features
         features = hidden_sizes[-1] if hidden_sizes else in_features
         self.actor_body = (

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -31,6 +31,9 @@ from torch.distributions import Distribution
 
 from rl.advantages import gae
 from rl.rollout import Rollout
+
+if TYPE_CHECKING:
+    from rl.networks import ActorCritic
 
 
 class ActorCriticPolicy(Protocol):
@@ -204,6 +207,14 @@ def deterministic_policy(
             return int(network.distribution(torch.as_tensor(np.asarray(obs)[None], device=device)).mode[0])
 
     return act_discrete
+
+
+def fold_observations(network: ActorCritic, obs: Tensor) -> None:
+    """With observation normalisation on, adds a batch's observations to the running statistics. Agents call it after
+    the batch's update, so that a batch is collected and trained on under the same statistics (PPO's probability
+    ratio starts at 1); the first batch is collected under mean 0, variance 1."""
+    if network.encoder.normalize:
+        network.encoder.update_statistics(obs)
 
 
 def load_tracked(module: torch.nn.Module, arrays: dict[str, np.ndarray], name: str) -> torch.nn.Module:

@@ -1,12 +1,15 @@
-"""The observation encoder every network starts with: what each kind of space becomes."""
+"""The observation encoder every network starts with: what each kind of space becomes, and its running
+normalisation."""
 
 from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch
 
-from rl.networks import ObservationEncoder
+from rl.errors import UserError
+from rl.networks import ActorCritic, ObservationEncoder
 
 
 def test_discrete_states_are_one_hot_from_the_space_start():
@@ -26,3 +29,35 @@ def test_other_boxes_pass_through_unscaled():
     np.testing.assert_array_equal(ObservationEncoder(counts)(torch.tensor([[3, 7]], dtype=torch.uint8)).numpy(),
                                   [[3.0, 7.0]])  # fmt: skip
     np.testing.assert_array_equal(ObservationEncoder(floats)(torch.tensor([[0.5, -0.5]])).numpy(), [[0.5, -0.5]])
+
+
+def test_running_statistics_are_the_mean_and_variance_of_every_observation_folded_in():
+    encoder = ObservationEncoder(gym.spaces.Box(-np.inf, np.inf, shape=(2, 3), dtype=np.float32), normalize=True)
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(5.0, 3.0, size=(n, 2, 3)).astype(np.float32) for n in (1, 7, 40)]
+    for batch in batches:
+        encoder.update_statistics(torch.from_numpy(batch))
+    seen = np.concatenate(batches).reshape(-1, 6).astype(np.float64)
+    assert encoder.obs_count.item() == 48
+    np.testing.assert_allclose(encoder.obs_mean.numpy(), seen.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(encoder.obs_var.numpy(), seen.var(axis=0), rtol=1e-12)
+
+    obs = rng.normal(5.0, 3.0, size=(4, 2, 3)).astype(np.float32)
+    obs[0, 0, 0] = 1e6  # far outside: clipped to +10
+    expected = np.clip((obs.reshape(4, 6) - seen.mean(axis=0)) / np.sqrt(seen.var(axis=0) + 1e-8), -10.0, 10.0)
+    normalised = encoder(torch.from_numpy(obs))
+    assert normalised.dtype == torch.float32 and normalised[0, 0].item() == 10.0
+    np.testing.assert_allclose(normalised.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_statistics_start_as_the_identity_and_travel_in_the_state_dict():
+    encoder = ObservationEncoder(gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32), normalize=True)
+    np.testing.assert_allclose(encoder(torch.tensor([[0.5, -0.25]])).numpy(), [[0.5, -0.25]], rtol=1e-6)
+    assert {"obs_mean", "obs_var", "obs_count"} <= set(encoder.state_dict())
+    assert "obs_mean" not in ObservationEncoder(gym.spaces.Box(-1.0, 1.0, shape=(2,))).state_dict()
+
+
+def test_observation_normalisation_of_discrete_states_is_a_user_error():
+    with pytest.raises(UserError, match="normalize_observation=true needs Box observations.*Discrete"):
+        ActorCritic(gym.spaces.Discrete(5), gym.spaces.Discrete(2), (8,), "ppo", "FrozenLake-v1",
+                    normalize_observation=True)  # fmt: skip

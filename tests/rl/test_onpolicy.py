@@ -197,3 +197,19 @@ def test_continuous_deterministic_action_is_the_mean_clipped_to_the_box():
 def test_actor_critic_refuses_spaces_it_cannot_handle(observation_space, action_space, match):
     with pytest.raises(UserError, match=match):
         ActorCritic(observation_space, action_space, (8,), "ppo", "Weird-v0")
+
+
+@pytest.mark.parametrize("agent", ["a2c", "ppo", "trpo"])
+def test_each_policy_gradient_agent_folds_every_observation_into_its_statistics(agent, tmp_path):
+    from agents.registry import get_agent
+    from rl.checkpoint import load_checkpoint
+    from rl.run import Run, RunSpec
+
+    entry = get_agent(agent)
+    cfg = entry.config(num_envs=2, n_steps=64, normalize_observation=True)
+    spec = RunSpec(agent, "CartPole-v1", {}, 0, total_steps=512, runs_dir=str(tmp_path), quiet=True, eval_episodes=1)
+    with Run(spec, cfg) as run:
+        entry.train(cfg, run)
+    arrays, _ = load_checkpoint(run.run_dir)
+    assert arrays["network.encoder.obs_count"] == 512  # after each update, that batch's observations, once
+    assert np.all(arrays["network.encoder.obs_var"] != 1.0) and np.all(arrays["network.encoder.obs_mean"] != 0.0)
