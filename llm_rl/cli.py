@@ -133,7 +133,8 @@ def config_help(cls: type) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from llm_rl.rl_trainer import RLConfig, RLSpec, train
+    from llm_rl.rl_config import RLConfig, RLSpec
+    from llm_rl.rl_trainer import train
     from llm_rl.tasks import get_task
 
     overrides = load_toml(args.config) if args.config else {}
@@ -173,7 +174,8 @@ def sft_config_help() -> str:
 
 
 def cmd_sft(args: argparse.Namespace) -> int:
-    from llm_rl.sft import SFTConfig, SFTSpec, train
+    from llm_rl.sft import train
+    from llm_rl.sft_config import SFTConfig, SFTSpec
     from llm_rl.tasks import get_task
 
     overrides = load_toml(args.config) if args.config else {}

@@ -16,10 +16,10 @@ import torch
 
 from llm_rl.evaluate import EvalResult, evaluate, held_out_problems
 from llm_rl.hf_io import load_pretrained
-from llm_rl.rl_trainer import RLConfig, RLSpec
+from llm_rl.rl_config import RLConfig, RLSpec
 from llm_rl.rl_trainer import train as rl_train
-from llm_rl.sft import SFTConfig, SFTSpec
 from llm_rl.sft import train as sft_train
+from llm_rl.sft_config import SFTConfig, SFTSpec
 from llm_rl.tasks import Problem, get_task
 
 TASK = "addition"

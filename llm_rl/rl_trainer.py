@@ -114,8 +114,6 @@ from rl.errors import UserError
 from rl.run_logger import RunLogger, SilentLogger, new_run_dir
 from rl.seeding import seed_everything
 
-__all__ = ["ALGOS", "RLConfig", "RLResult", "RLSpec", "train"]
-
 
 def update(policy: torch.nn.Module, model: CausalLM, optimizer: torch.optim.Optimizer, exp: Experience,
            objective: Objective, cfg: RLConfig, weight: float = 1.0) -> UpdateStats:  # fmt: skip

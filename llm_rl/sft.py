@@ -67,8 +67,6 @@ from rl.seeding import generator_state, restore_generator, seed_everything
 MODEL_DIR = "model"
 """The Hugging Face checkpoint inside a run directory."""
 
-__all__ = ["MODEL_DIR", "SFTConfig", "SFTSpec", "train"]
-
 
 @dataclass(frozen=True)
 class SFTBatch:

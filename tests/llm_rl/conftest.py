@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from llm_rl.sft import SFTConfig, SFTSpec
 from llm_rl.sft import train as sft_train
+from llm_rl.sft_config import SFTConfig, SFTSpec
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,8 @@ import torch
 from safetensors.torch import save_file
 
 from llm_rl.hf_io import load_pretrained
-from llm_rl.rl_trainer import RLConfig, RLSpec, train
+from llm_rl.rl_config import RLConfig, RLSpec
+from llm_rl.rl_trainer import train
 
 CONFIG = RLConfig(iterations=2, levels=(1,), problems_per_iteration=4, samples_per_problem=4, max_new_tokens=24,
                   eval_problems=0, log_every=1, sample_texts=1, pool_size=8, sampler="prioritized",

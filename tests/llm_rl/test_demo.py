@@ -7,8 +7,8 @@ from functools import partial
 import pytest
 
 from llm_rl import demo
-from llm_rl.rl_trainer import RLConfig
-from llm_rl.sft import SFTConfig
+from llm_rl.rl_config import RLConfig
+from llm_rl.sft_config import SFTConfig
 from rl.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -19,7 +19,8 @@ from safetensors.torch import load_file
 
 from llm_rl.distributed import Ranks, shard
 from llm_rl.hf_io import load_pretrained
-from llm_rl.rl_trainer import RLConfig, RLSpec, train
+from llm_rl.rl_config import RLConfig, RLSpec
+from llm_rl.rl_trainer import train
 from rl.errors import UserError
 
 WORKER = Path(__file__).with_name("distributed_worker.py")

@@ -175,7 +175,8 @@ def test_train_and_eval_take_any_causal_lm_directory_with_model(capsys, tmp_path
 
 
 def test_rl_policy_has_no_dropout_so_training_log_probs_are_the_sampled_ones(tmp_path):
-    from llm_rl.rl_trainer import RLSpec, load_policy
+    from llm_rl.rl_config import RLSpec
+    from llm_rl.rl_run import load_policy
 
     assert tiny_gpt2(tmp_path).config.resid_pdrop > 0  # GPT-2 trains with dropout by default
     model, tokenizer = load_policy(RLSpec("kimi", str(tmp_path), "addition"), None, "cpu")

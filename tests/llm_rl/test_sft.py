@@ -21,7 +21,8 @@ from llm_rl.causal_lm import load_causal_lm
 from llm_rl.evaluate import text_codec
 from llm_rl.hf_io import load_pretrained
 from llm_rl.model import ModelConfig, Transformer
-from llm_rl.sft import SFTConfig, SFTSpec, learning_rate, sft_batch, sft_batch_from_problems, sft_loss, train
+from llm_rl.sft import learning_rate, sft_batch, sft_batch_from_problems, sft_loss, train
+from llm_rl.sft_config import SFTConfig, SFTSpec
 from llm_rl.tasks import get_task
 from llm_rl.tokenizer import EOS_ID, build_tokenizer
 from rl.errors import UserError
