@@ -67,7 +67,7 @@ class TabularModel:
             (np.asarray(policy, dtype=np.float64).ravel(), (rows, np.arange(rows.size))),
             shape=(self.n_states, rows.size),
         )  # (S, S * A)
-        return sparse.csr_array(mixing @ self.transitions)
+        return mixing @ self.transitions
 
     def dense_transitions(self) -> np.ndarray:
         """(S, A, S) as a dense array; only for small models."""

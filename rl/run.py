@@ -216,8 +216,6 @@ class Run:
         """Runs the greedy policy `act(obs)` on a fresh env and logs `eval/episodic_return`. A stop signal, before or
         during it, ends it after the running episode with no point logged, so that Ctrl-C ends a run promptly (`rl
         eval` evaluates the checkpoint later); the episodes finished by then come back."""
-        if self.stop_requested:
-            return np.zeros(0)
         env = make_env(self.spec.env_id, self.spec.env_kwargs)
         episodes = episodes or self.spec.eval_episodes
         returns = evaluate_policy(env, act, episodes, seed=self.spec.seed + 10_000, stop=lambda: self.stop_requested)
