@@ -102,7 +102,7 @@ def unit_coordinates(
     if not isinstance(observation_space, gym.spaces.Box):
         raise UserError(
             f"{kind} features need a Box or Discrete observation space, not {observation_space}; "
-            "flatten it with gymnasium.wrappers.FlattenObservation in an env of your own."
+            "wrap the env so that it observes an array of numbers, in a module:Name-v0 env of your own."
         )
     low, high = box_bounds(observation_space, bounds, kind)
     return UnitCoordinates(low, high)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import inspect
+import math
 import warnings
 
 import gymnasium as gym
+import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
+from gymnasium.wrappers import FlattenObservation
 
 from rl.errors import UserError, one_line
 
@@ -14,7 +17,8 @@ from rl.errors import UserError, one_line
 def make_env(env_id: str, env_kwargs: dict | None = None, render_mode: str | None = None) -> gym.Env:
     """`gymnasium.make(env_id, **env_kwargs)`; an unknown id or keyword becomes one clear UserError.
 
-    `env_id` is anything `gymnasium.make` accepts, `module:Name-v0` included.
+    `env_id` is anything `gymnasium.make` accepts, `module:Name-v0` included. Composite observations come out as one
+    Discrete state or one Box (`with_plain_observations`).
     """
     if env_kwargs is not None and not isinstance(env_kwargs, dict):
         raise UserError(f"env kwargs for {env_id!r} must be a mapping of names to values, not {env_kwargs!r}.")
@@ -51,7 +55,56 @@ def make_env(env_id: str, env_kwargs: dict | None = None, render_mode: str | Non
         raise
     for warning in caught:
         warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-    return env
+    return with_plain_observations(env)
+
+
+MAX_INDEXED_STATES = 1_000_000
+"""Composite discrete observations with at most this many combinations become one Discrete state."""
+
+
+class IndexedObservation(gym.ObservationWrapper):
+    """A Tuple of Discrete spaces or a MultiDiscrete observation as one Discrete state: the row-major index of its
+    parts, each counted from its space's start. Blackjack's (player's sum, dealer's card, usable ace) in
+    Discrete(32) x Discrete(11) x Discrete(2) becomes one of 704 states, so tables and one-hot encoders can take it."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.sizes, self.starts = discrete_parts(env.observation_space)
+        self.strides = [math.prod(self.sizes[i + 1 :]) for i in range(len(self.sizes))]
+        self.observation_space = gym.spaces.Discrete(math.prod(self.sizes))
+
+    def observation(self, observation: object) -> int:
+        parts = np.asarray(observation).reshape(-1).tolist()
+        return sum(
+            (part - start) * stride for part, start, stride in zip(parts, self.starts, self.strides, strict=True)
+        )
+
+
+def discrete_parts(space: gym.Space) -> tuple[list[int], list[int]]:
+    """(sizes, starts) of a Tuple of Discrete spaces or of a 1-D MultiDiscrete; ([], []) for any other space."""
+    if (
+        isinstance(space, gym.spaces.Tuple)
+        and space.spaces
+        and all(isinstance(part, gym.spaces.Discrete) for part in space.spaces)
+    ):
+        return [int(part.n) for part in space.spaces], [int(part.start) for part in space.spaces]
+    if isinstance(space, gym.spaces.MultiDiscrete) and space.nvec.ndim == 1:
+        return space.nvec.tolist(), space.start.tolist()
+    return [], []
+
+
+def with_plain_observations(env: gym.Env) -> gym.Env:
+    """The env with observations every agent reads: a composite discrete observation of at most MAX_INDEXED_STATES
+    combinations as one Discrete state (`IndexedObservation`); any other Tuple, Dict or MultiDiscrete, and MultiBinary,
+    flattened into one Box by Gymnasium's FlattenObservation (Discrete parts one-hot); Box and Discrete as they are."""
+    space = env.observation_space
+    sizes, _ = discrete_parts(space)
+    if sizes and math.prod(sizes) <= MAX_INDEXED_STATES:
+        return IndexedObservation(env)
+    composite = (gym.spaces.Tuple, gym.spaces.Dict, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)
+    if isinstance(space, composite) and isinstance(gym.spaces.flatten_space(space), gym.spaces.Box):
+        return FlattenObservation(env)
+    return env  # a Sequence or Graph inside flattens to no Box: the agent's space check says what to do
 
 
 def check_env_kwargs(env: gym.Env, env_id: str, kwargs: dict) -> None:

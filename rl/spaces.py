@@ -36,5 +36,5 @@ def flat_size(space: gym.Space, role: str, agent: str, env_id: str) -> int:
         return int(space.n)
     raise UserError(
         f"{agent} needs a Box or Discrete {role} space, but {env_id} has {space}; "
-        "flatten it with gymnasium.wrappers.FlattenObservation in a module:Name-v0 env of your own."
+        "wrap the env so that it observes an array of numbers, in a module:Name-v0 env of your own."
     )

@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+import gymnasium as gym
 import pytest
 import torch
+
+
+class TextObservations(gym.Env):
+    """A one-step env that observes a string, which no agent here can read (the space-check tests refuse it)."""
+
+    observation_space = gym.spaces.Text(8)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return "hello", {}
+
+    def step(self, action):
+        return "bye", 0.0, True, False, {}
+
+
+if "TextToy-v0" not in gym.registry:
+    gym.register("TextToy-v0", entry_point=TextObservations)
 
 
 @pytest.fixture

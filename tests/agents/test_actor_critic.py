@@ -220,7 +220,7 @@ def test_spaces_that_do_not_fit_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="Discrete action.*uniform behaviour"):
         train(ac.train_offpolicy_ac, ac.OffPolicyACConfig(), tmp_path, steps=100, env_id="Pendulum-v1")
     with pytest.raises(UserError, match="Box or Discrete observation"):
-        train(ac.train_qac, ac.QACConfig(), tmp_path, steps=100, env_id="Blackjack-v1")
+        train(ac.train_qac, ac.QACConfig(), tmp_path, steps=100, env_id="TextToy-v0")
     assert not list(tmp_path.iterdir())  # no empty run directory left behind
 
 

@@ -202,7 +202,7 @@ def test_spaces_that_do_not_fit_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="Discrete or one-dimensional Box action"):
         train(reinforce.Config(), tmp_path, steps=100, env_id="MultiDiscreteToy-v0")
     with pytest.raises(UserError, match="Box or Discrete observation"):
-        train(reinforce.Config(), tmp_path, steps=100, env_id="Blackjack-v1")
+        train(reinforce.Config(), tmp_path, steps=100, env_id="TextToy-v0")
     assert not list(tmp_path.iterdir())  # no empty run directory left behind
 
 
