@@ -4,7 +4,8 @@ DDPG: Lillicrap et al. (2016), built on the deterministic policy gradient of Sil
 *Mathematical Foundations of RL*, section 10.4 (deterministic actor-critic). TD3: Fujimoto et al. (2018).
 
 An actor mu(s; theta) with actions in the Box's bounds and a critic q(s, a; w) learn off-policy from the replay
-buffer. The behaviour policy is a = clip(mu(s) + noise, low, high), Gaussian or Ornstein-Uhlenbeck noise.
+buffer. The behaviour policy is a = clip(mu(s) + noise, low, high), Gaussian or Ornstein-Uhlenbeck noise
+(`rl.exploration`); the networks are in `agents.ddpg_networks`.
 
     DDPG  y = r + gamma (1 - terminated) q(s', mu(s'; theta'); w')
     TD3   y = r + gamma (1 - terminated) min_{j=1,2} q_j(s', a~; w_j'),
@@ -35,20 +36,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal, Protocol
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 
-from rl.errors import UserError
-from rl.networks import ObservationEncoder, adam, mlp, polyak_update
+from agents.ddpg_networks import Actor, Critic, action_bounds, deterministic_policy
+from rl.exploration import ExplorationNoise, GaussianNoise, OrnsteinUhlenbeckNoise, noisy_actions
+from rl.networks import adam, polyak_update
 from rl.replay_buffer import ReplayBatch, ReplayBuffer
 from rl.run import Run
 from rl.spaces import flat_size
-
-DISCRETE_HINT = "use dqn (or another agent for Discrete actions), or pick an env with Box actions"
 
 
 @dataclass(frozen=True)
@@ -115,105 +115,10 @@ class TD3Config(DDPGConfig):
             raise ValueError("target_noise and target_noise_clip must be >= 0")
 
 
-def action_bounds(space: gym.Space, agent: str, env_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """(low, high) of a Box action space with finite bounds; a UserError for any other space."""
-    if not isinstance(space, gym.spaces.Box):
-        raise UserError(f"{agent} needs a Box (continuous) action space, but {env_id} has {space}; {DISCRETE_HINT}.")
-    if not (np.isfinite(space.low).all() and np.isfinite(space.high).all()):
-        raise UserError(
-            f"{agent} scales its actions into the Box's bounds, but {env_id} has unbounded actions {space}; "
-            "wrap the env so that it declares finite bounds."
-        )
-    return space.low.astype(np.float32), space.high.astype(np.float32)
-
-
-def register_action_scale(module: nn.Module, action_space: gym.spaces.Box) -> None:
-    """Gives `module` the tensors half_range = (high - low) / 2 and middle = (high + low) / 2 of the Box.
-
-    They are buffers that follow `.to(device)` but are derived from the env, not learned: non-persistent, so they
-    stay out of state dicts and checkpoints."""
-    low, high = (torch.as_tensor(bound, dtype=torch.float32) for bound in (action_space.low, action_space.high))
-    module.register_buffer("half_range", (high - low) / 2, persistent=False)
-    module.register_buffer("middle", (high + low) / 2, persistent=False)
-
-
-class Actor(nn.Module):
-    """mu(s; theta): tanh squashes the output into [-1, 1], then it is scaled into [low, high]."""
-
-    def __init__(self, observation_space: gym.Space, action_space: gym.spaces.Box, hidden_sizes: tuple[int, ...]):
-        super().__init__()
-        self.encoder = ObservationEncoder(observation_space)
-        self.action_shape = action_space.shape
-        self.body = mlp(self.encoder.out_features, hidden_sizes, int(np.prod(action_space.shape)))
-        register_action_scale(self, action_space)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        squashed = torch.tanh(self.body(self.encoder(obs))).reshape(-1, *self.action_shape)  # (B, *A) in [-1, 1]
-        return self.middle + self.half_range * squashed
-
-
-class Critic(nn.Module):
-    """q(s, a; w): the observation and the action, scaled to [-1, 1], concatenated at the input."""
-
-    def __init__(self, observation_space: gym.Space, action_space: gym.spaces.Box, hidden_sizes: tuple[int, ...]):
-        super().__init__()
-        self.encoder = ObservationEncoder(observation_space)
-        self.body = mlp(self.encoder.out_features + int(np.prod(action_space.shape)), hidden_sizes, 1)
-        register_action_scale(self, action_space)
-
-    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        scaled = ((actions - self.middle) / self.half_range).reshape(len(actions), -1)  # (B, A)
-        return self.body(torch.cat([self.encoder(obs), scaled], dim=1)).squeeze(1)  # (B,)
-
-
-class ExplorationNoise(Protocol):
-    def sample(self, rng: np.random.Generator) -> np.ndarray: ...
-
-    def reset(self, done: np.ndarray) -> None: ...
-
-
-class GaussianNoise:
-    """x_t ~ N(0, std^2), independent at every step."""
-
-    def __init__(self, shape: tuple[int, ...], std: float) -> None:
-        self.shape, self.std = shape, std
-
-    def sample(self, rng: np.random.Generator) -> np.ndarray:
-        return self.std * rng.standard_normal(self.shape)
-
-    def reset(self, done: np.ndarray) -> None:
-        """Nothing to forget: the noise has no state."""
-
-
-class OrnsteinUhlenbeckNoise:
-    """x_{t+1} = x_t - theta x_t + std eps_t, eps_t ~ N(0, 1), x_0 = 0 (Uhlenbeck & Ornstein 1930, dt = 1).
-
-    Temporally correlated noise that reverts to 0: E[x_{t+k} | x_t] = (1 - theta)^k x_t, and the stationary std is
-    std / sqrt(theta (2 - theta)).
-    """
-
-    def __init__(self, shape: tuple[int, ...], std: float, theta: float) -> None:
-        self.std, self.theta = std, theta
-        self.state = np.zeros(shape)  # (N, *A)
-
-    def sample(self, rng: np.random.Generator) -> np.ndarray:
-        self.state = self.state - self.theta * self.state + self.std * rng.standard_normal(self.state.shape)
-        return self.state.copy()
-
-    def reset(self, done: np.ndarray) -> None:
-        """Restarts the process at 0 for the envs whose episode ended."""
-        self.state[done] = 0.0
-
-
 NOISES: dict[str, Callable[[DDPGConfig, tuple[int, ...]], ExplorationNoise]] = {
     "gaussian": lambda cfg, shape: GaussianNoise(shape, cfg.noise_std),
     "ornstein_uhlenbeck": lambda cfg, shape: OrnsteinUhlenbeckNoise(shape, cfg.noise_std, cfg.theta),
 }
-
-
-def noisy_actions(actions: np.ndarray, noise: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """(N, *A) behaviour actions clip(mu(s) + noise (high - low) / 2, low, high); noise is in half-range units."""
-    return np.clip(actions + noise * (high - low) / 2, low, high).astype(np.float32)
 
 
 def critic_targets(batch: ReplayBatch, next_q_values: torch.Tensor) -> torch.Tensor:
@@ -396,16 +301,6 @@ def log_stats(run: Run, stats: list[UpdateStats]) -> None:
     policy_losses = [s.policy_loss for s in stats if s.policy_loss is not None]
     if policy_losses:
         run.log("losses/policy_loss", np.mean(policy_losses))
-
-
-def deterministic_policy(actor: Actor, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:
-    """act(obs) -> mu(obs), noise-free, for a single (unbatched) observation."""
-
-    def act(obs: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return actor(torch.as_tensor(np.asarray(obs)[None], device=device))[0].cpu().numpy()
-
-    return act
 
 
 def act_from_checkpoint(

@@ -14,7 +14,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from agents import ddpg
+from agents import ddpg, ddpg_networks
+from rl import exploration
 from rl.checkpoint import load_checkpoint
 from rl.environments import make_env
 from rl.errors import UserError
@@ -130,8 +131,8 @@ def test_critic_and_actor_losses_by_hand():
 
 def test_polyak_update_averages_every_parameter_of_twin_critics():
     space = gym.spaces.Box(-2.0, 2.0, (1,))
-    online = nn.ModuleList(ddpg.Critic(space, space, (4,)) for _ in range(2))
-    target = nn.ModuleList(ddpg.Critic(space, space, (4,)) for _ in range(2))
+    online = nn.ModuleList(ddpg_networks.Critic(space, space, (4,)) for _ in range(2))
+    target = nn.ModuleList(ddpg_networks.Critic(space, space, (4,)) for _ in range(2))
     before = [p.detach().clone() for p in target.parameters()]
     polyak_update(target, online, tau=0.005)
     for old, new, param in zip(before, target.parameters(), online.parameters(), strict=True):
@@ -192,7 +193,7 @@ def test_ddpg_update_moves_actor_critic_and_targets_at_once():
 def test_actor_scales_into_the_bounds_and_noisy_actions_are_clipped():
     obs_space = gym.spaces.Box(-1.0, 1.0, (2,))
     action_space = gym.spaces.Box(np.array([0.0, -3.0], np.float32), np.array([1.0, 5.0], np.float32))
-    actor = ddpg.Actor(obs_space, action_space, (8,))
+    actor = ddpg_networks.Actor(obs_space, action_space, (8,))
     nn.init.constant_(actor.body[-1].bias, 50.0)  # tanh saturates at +1: the actor's actions sit at the upper bound
     torch.testing.assert_close(actor(torch.zeros(3, 2)), torch.tensor([[1.0, 5.0]]).repeat(3, 1))
     nn.init.constant_(actor.body[-1].bias, 0.0), nn.init.constant_(actor.body[-1].weight, 0.0)
@@ -201,11 +202,11 @@ def test_actor_scales_into_the_bounds_and_noisy_actions_are_clipped():
     low, high = action_space.low, action_space.high
     mu = np.array([[0.5, 1.0], [0.5, 1.0]], np.float32)
     noise = np.array([[0.5, 0.5], [-3.0, 3.0]])  # half-ranges 0.5 and 4: (+0.25, +2), then (-1.5, +12) clipped
-    np.testing.assert_allclose(ddpg.noisy_actions(mu, noise, low, high), [[0.75, 3.0], [0.0, 5.0]])
+    np.testing.assert_allclose(exploration.noisy_actions(mu, noise, low, high), [[0.75, 3.0], [0.0, 5.0]])
 
 
 def test_gaussian_noise_statistics():
-    noise = ddpg.GaussianNoise((200_000, 1), std=0.3)
+    noise = exploration.GaussianNoise((200_000, 1), std=0.3)
     draws = noise.sample(np.random.default_rng(0))
     assert draws.mean() == pytest.approx(0.0, abs=0.003) and draws.std() == pytest.approx(0.3, rel=0.01)
     assert abs(np.corrcoef(draws[:-1, 0], draws[1:, 0])[0, 1]) < 0.01
@@ -214,11 +215,11 @@ def test_gaussian_noise_statistics():
 def test_ornstein_uhlenbeck_noise_reverts_to_zero():
     rng = np.random.default_rng(0)
     theta, std = 0.15, 0.2
-    silent = ddpg.OrnsteinUhlenbeckNoise((1, 1), std=0.0, theta=theta)
+    silent = exploration.OrnsteinUhlenbeckNoise((1, 1), std=0.0, theta=theta)
     silent.state[:] = 1.0
     np.testing.assert_allclose([silent.sample(rng)[0, 0] for _ in range(3)], [0.85, 0.85**2, 0.85**3])
 
-    noise = ddpg.OrnsteinUhlenbeckNoise((50_000, 1), std=std, theta=theta)
+    noise = exploration.OrnsteinUhlenbeckNoise((50_000, 1), std=std, theta=theta)
     noise.state[:] = 1.0
     for _ in range(5):
         draws = noise.sample(rng)
@@ -290,7 +291,7 @@ def test_refuses_discrete_and_unbounded_actions(tmp_path):
         train("ddpg", ddpg.DDPGConfig(), tmp_path, steps=100, env_id="CartPole-v1")
     assert not list(tmp_path.iterdir())  # no empty run directory left behind
     with pytest.raises(UserError, match="unbounded"):
-        ddpg.action_bounds(gym.spaces.Box(-np.inf, np.inf, (2,)), "td3", "Unbounded-v0")
+        ddpg_networks.action_bounds(gym.spaces.Box(-np.inf, np.inf, (2,)), "td3", "Unbounded-v0")
     with pytest.raises(UserError, match="Box.*use dqn"):
         ddpg.act_from_checkpoint({}, ddpg.DDPGConfig(), make_env("CartPole-v1"))
 
