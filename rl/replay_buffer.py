@@ -40,10 +40,8 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, DTypeLike
 
+from rl.replay_checks import ExtrasSpec, check_config, check_saved_array, check_saved_meta
 from rl.sum_tree import SumTree
-
-ExtrasSpec = dict[str, tuple[tuple[int, ...], DTypeLike]]
-_ADD_ARGUMENTS = ("obs", "actions", "rewards", "next_obs", "terminated", "truncated")
 
 
 @dataclass(frozen=True)
@@ -90,7 +88,7 @@ class ReplayBuffer:
         extras: ExtrasSpec | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
-        _check_config(capacity, num_envs, n_step, gamma, alpha, beta, priority_eps, extras or {})
+        check_config(capacity, num_envs, n_step, gamma, alpha, beta, priority_eps, extras or {})
         self.capacity, self.num_envs, self.n_step, self.gamma = capacity, num_envs, n_step, gamma
         self.obs_shape, self.action_shape = tuple(obs_shape), tuple(action_shape)
         self.obs_dtype, self.action_dtype = np.dtype(obs_dtype), np.dtype(action_dtype)
@@ -228,14 +226,14 @@ class ReplayBuffer:
         """Restores what `state_dict` returned; a ValueError names any config, shape or position that does not fit."""
         if meta is None:  # `Run.track` hands back the (arrays, meta) pair of `state_dict` as one list
             arrays, meta = arrays
-        self._check_meta(meta)
+        check_saved_meta(meta, self._config())
         size = meta["size"]
         expected = {f"storage.{name}": (size, column) for name, column in self._storage.items()}
         expected |= {f"pending.{name}": (self.num_envs, column) for name, column in self._pending.items()}
         for key, (rows, column) in expected.items():
-            _check_array(arrays, key, (rows, *column.shape[1:]), column.dtype)
+            check_saved_array(arrays, key, (rows, *column.shape[1:]), column.dtype)
         if self._tree is not None:
-            _check_array(arrays, "priorities", (size,), np.dtype(np.float64))
+            check_saved_array(arrays, "priorities", (size,), np.dtype(np.float64))
         for name, column in self._storage.items():
             column[:size] = arrays[f"storage.{name}"]
         for name, column in self._pending.items():
@@ -336,55 +334,3 @@ class ReplayBuffer:
             "alpha": self.alpha,
             "extras": {name: [list(shape), dtype.name] for name, (shape, dtype) in self.extras_spec.items()},
         }
-
-    def _check_meta(self, meta: Mapping[str, Any]) -> None:
-        config, saved = self._config(), meta["config"]
-        mismatched = [
-            f"{key} {saved.get(key)!r} != {value!r}" for key, value in config.items() if saved.get(key) != value
-        ]
-        if mismatched:
-            raise ValueError(
-                f"the saved replay buffer does not fit this one (saved != built: {'; '.join(mismatched)}); "
-                "build the buffer with the config it was saved with."
-            )
-        size, position = meta["size"], meta["position"]
-        if not (0 <= size <= self.capacity and 0 <= position < self.capacity):
-            raise ValueError(f"the saved replay buffer has an impossible size {size} or position {position}.")
-        if size < self.capacity and position != size:
-            raise ValueError(f"the saved replay buffer is not full (size {size}) but its position is {position}.")
-        head, count = np.asarray(meta["pending_head"]), np.asarray(meta["pending_count"])
-        in_range = (head >= 0) & (head < self.n_step) & (count >= 0) & (count < self.n_step)
-        if head.shape != (self.num_envs,) or count.shape != (self.num_envs,) or not in_range.all():
-            raise ValueError("the saved replay buffer's pending n-step windows do not fit num_envs and n_step.")
-
-
-def _check_array(arrays: Mapping[str, np.ndarray], key: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
-    if key not in arrays:
-        raise ValueError(f"the saved replay buffer lacks the array {key!r}; was it saved by ReplayBuffer.state_dict?")
-    array = arrays[key]
-    if array.shape != shape or array.dtype != dtype:
-        raise ValueError(
-            f"saved replay buffer array {key!r} is {array.dtype}{list(array.shape)}, expected {dtype}{list(shape)}."
-        )
-
-
-def _check_config(
-    capacity: int, num_envs: int, n_step: int, gamma: float, alpha: float, beta: float, eps: float, extras: ExtrasSpec
-) -> None:
-    problems = {
-        f"capacity must be >= 1, not {capacity}": capacity < 1,
-        f"num_envs must be >= 1, not {num_envs}": num_envs < 1,
-        f"n_step must be >= 1, not {n_step}": n_step < 1,
-        f"gamma must lie in [0, 1], not {gamma}": not 0.0 <= gamma <= 1.0,
-        f"alpha must be >= 0, not {alpha}": alpha < 0,
-        f"beta must lie in [0, 1], not {beta}": not 0.0 <= beta <= 1.0,
-        # eps > 0 keeps every stored row's priority positive, so each stays sampleable and the min weight is defined.
-        f"priority_eps must be > 0, not {eps}": eps <= 0,
-    }
-    for name in extras:
-        problems[f"extra {name!r} must be a Python identifier other than {_ADD_ARGUMENTS}"] = (
-            not name.isidentifier() or name in _ADD_ARGUMENTS
-        )
-    for message, failed in problems.items():
-        if failed:
-            raise ValueError(f"ReplayBuffer: {message}.")
