@@ -45,7 +45,7 @@ from torch import nn
 
 from agents.ddpg_networks import Actor, Critic, action_bounds, deterministic_policy
 from rl.exploration import ExplorationNoise, GaussianNoise, OrnsteinUhlenbeckNoise, noisy_actions
-from rl.networks import adam, polyak_update
+from rl.networks import adam, check_normalizable, polyak_update, update_observation_statistics
 from rl.replay_buffer import ReplayBatch, ReplayBuffer
 from rl.run import Run
 from rl.spaces import flat_size
@@ -79,6 +79,9 @@ class DDPGConfig:
     """Widths of the hidden layers of the actor and of the critic."""
     num_envs: int = 1
     """Environments stepped together (a Gymnasium vector env)."""
+    normalize_observation: bool = False
+    """Feed the networks Box observations normalised by their running mean and std (clipped to +-10); the buffer
+    keeps raw observations, the statistics are saved with the networks (`rl.networks.ObservationEncoder`)."""
     log_every: int = 1_000
     """Environment steps between logged means of the losses and q-values."""
     device: str = "cpu"
@@ -193,13 +196,19 @@ NextQValues = Callable[[ReplayBatch, Actor, nn.ModuleList], torch.Tensor]
 def build_actor_critic(
     cfg: DDPGConfig, observation_space: gym.Space, action_space: gym.spaces.Box, n_critics: int
 ) -> Networks:
+    def new_actor() -> Actor:
+        return Actor(observation_space, action_space, cfg.hidden_sizes, cfg.normalize_observation)
+
     def new_critics() -> nn.ModuleList:
-        return nn.ModuleList(Critic(observation_space, action_space, cfg.hidden_sizes) for _ in range(n_critics))
+        return nn.ModuleList(
+            Critic(observation_space, action_space, cfg.hidden_sizes, cfg.normalize_observation)
+            for _ in range(n_critics)
+        )
 
     device = torch.device(cfg.device)
-    actor = Actor(observation_space, action_space, cfg.hidden_sizes).to(device)
+    actor = new_actor().to(device)
     critics = new_critics().to(device)
-    target_actor = Actor(observation_space, action_space, cfg.hidden_sizes).to(device)
+    target_actor = new_actor().to(device)
     target_critics = new_critics().to(device)
     target_actor.load_state_dict(actor.state_dict())
     target_critics.load_state_dict(critics.state_dict())
@@ -249,6 +258,7 @@ def train_actor_critic(
     observation_space, action_space = run.env.observation_space, run.env.action_space
     low, high = action_bounds(action_space, spec.agent, spec.env_id)
     flat_size(observation_space, "observation", spec.agent, spec.env_id)
+    check_normalizable(observation_space, cfg.normalize_observation, spec.agent, spec.env_id)
     rollout = run.vector_rollout(cfg.num_envs)
 
     nets = build_actor_critic(cfg, observation_space, action_space, n_critics)
@@ -279,6 +289,9 @@ def train_actor_critic(
         t = rollout.step(actions)
         noise.reset(np.logical_or(t.terminated, t.truncated))
         buffer.add(t.obs, t.actions, t.rewards, t.next_obs, t.terminated, t.truncated)
+        if cfg.normalize_observation:  # the acted-on observations, into every network's encoder alike
+            networks = (nets.actor, nets.critics, nets.target_actor, nets.target_critics)
+            update_observation_statistics(networks, torch.as_tensor(np.asarray(t.obs)))
 
         if rollout.global_step >= next_train:
             next_train = rollout.global_step + cfg.train_frequency
@@ -309,7 +322,7 @@ def act_from_checkpoint(
     """The deterministic policy mu(s) of the actor a DDPG or TD3 checkpoint stores."""
     env_id = str(env.spec.id if env.spec else env)
     action_bounds(env.action_space, "ddpg and td3", env_id)
-    actor = Actor(env.observation_space, env.action_space, cfg.hidden_sizes)
+    actor = Actor(env.observation_space, env.action_space, cfg.hidden_sizes, cfg.normalize_observation)
     prefix = "actor."
     actor.load_state_dict(
         {

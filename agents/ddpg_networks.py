@@ -40,9 +40,15 @@ def register_action_scale(module: nn.Module, action_space: gym.spaces.Box) -> No
 class Actor(nn.Module):
     """mu(s; theta): tanh squashes the output into [-1, 1], then it is scaled into [low, high]."""
 
-    def __init__(self, observation_space: gym.Space, action_space: gym.spaces.Box, hidden_sizes: tuple[int, ...]):
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        action_space: gym.spaces.Box,
+        hidden_sizes: tuple[int, ...],
+        normalize: bool = False,
+    ) -> None:
         super().__init__()
-        self.encoder = ObservationEncoder(observation_space)
+        self.encoder = ObservationEncoder(observation_space, normalize)
         self.action_shape = action_space.shape
         self.body = mlp(self.encoder.out_features, hidden_sizes, int(np.prod(action_space.shape)))
         register_action_scale(self, action_space)
@@ -55,9 +61,15 @@ class Actor(nn.Module):
 class Critic(nn.Module):
     """q(s, a; w): the observation and the action, scaled to [-1, 1], concatenated at the input."""
 
-    def __init__(self, observation_space: gym.Space, action_space: gym.spaces.Box, hidden_sizes: tuple[int, ...]):
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        action_space: gym.spaces.Box,
+        hidden_sizes: tuple[int, ...],
+        normalize: bool = False,
+    ) -> None:
         super().__init__()
-        self.encoder = ObservationEncoder(observation_space)
+        self.encoder = ObservationEncoder(observation_space, normalize)
         self.body = mlp(self.encoder.out_features + int(np.prod(action_space.shape)), hidden_sizes, 1)
         register_action_scale(self, action_space)
 

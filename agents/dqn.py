@@ -29,7 +29,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rl.networks import ObservationEncoder, adam, clip_grad_norm, mlp, polyak_update
+from rl.networks import (
+    ObservationEncoder,
+    adam,
+    check_normalizable,
+    clip_grad_norm,
+    mlp,
+    polyak_update,
+    update_observation_statistics,
+)
 from rl.replay_buffer import ReplayBatch, ReplayBuffer
 from rl.run import Run
 from rl.schedules import linear_schedule
@@ -80,6 +88,9 @@ class Config:
     """How strongly priorities shape sampling (0 is uniform)."""
     prioritized_beta: float = 0.4
     """Initial importance-weight exponent, annealed linearly to 1 over the run."""
+    normalize_observation: bool = False
+    """Feed the networks Box observations normalised by their running mean and std (clipped to +-10); the buffer
+    keeps raw observations, the statistics are saved with the networks (`rl.networks.ObservationEncoder`)."""
     device: str = "cpu"
     """Torch device for the networks and minibatches."""
 
@@ -99,9 +110,11 @@ class Config:
 class QNetwork(nn.Module):
     """q(s, .; w): observation in, one value per action out."""
 
-    def __init__(self, observation_space: gym.Space, n_actions: int, hidden_sizes: tuple[int, ...]) -> None:
+    def __init__(
+        self, observation_space: gym.Space, n_actions: int, hidden_sizes: tuple[int, ...], normalize: bool = False
+    ) -> None:
         super().__init__()
-        self.encoder = ObservationEncoder(observation_space)
+        self.encoder = ObservationEncoder(observation_space, normalize)
         self.body = mlp(self.encoder.out_features, hidden_sizes, n_actions)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -140,10 +153,11 @@ def train(cfg: Config, run: Run) -> np.ndarray:
     observation_space, action_space = run.env.observation_space, run.env.action_space
     n_actions = discrete_size(action_space, "action", spec.agent, spec.env_id, ACTION_HINT)
     flat_size(observation_space, "observation", spec.agent, spec.env_id)
+    check_normalizable(observation_space, cfg.normalize_observation, spec.agent, spec.env_id)
     rollout = run.vector_rollout(cfg.num_envs)
 
-    q_network = QNetwork(observation_space, n_actions, cfg.hidden_sizes).to(device)
-    target_network = QNetwork(observation_space, n_actions, cfg.hidden_sizes).to(device)
+    q_network = QNetwork(observation_space, n_actions, cfg.hidden_sizes, cfg.normalize_observation).to(device)
+    target_network = QNetwork(observation_space, n_actions, cfg.hidden_sizes, cfg.normalize_observation).to(device)
     target_network.load_state_dict(q_network.state_dict())
     optimizer = adam(q_network.parameters(), cfg.learning_rate)
     buffer = ReplayBuffer(
@@ -173,6 +187,8 @@ def train(cfg: Config, run: Run) -> np.ndarray:
             q_values = q_network(torch.as_tensor(rollout.obs, device=device))
         t = rollout.step(epsilon_greedy_actions(q_values, epsilon, run.rng))
         buffer.add(t.obs, t.actions, t.rewards, t.next_obs, t.terminated, t.truncated)
+        if cfg.normalize_observation:  # the acted-on observations; online and target networks alike
+            update_observation_statistics((q_network, target_network), torch.as_tensor(np.asarray(t.obs)))
 
         if rollout.global_step >= next_train and len(buffer) >= cfg.batch_size:
             next_train = rollout.global_step + cfg.train_frequency
@@ -228,7 +244,7 @@ def greedy_policy(q_network: QNetwork, device: torch.device):
 def act_from_checkpoint(arrays: dict[str, np.ndarray], cfg: Config, env: gym.Env):
     """The greedy policy of the Q-network a checkpoint stores."""
     n_actions = discrete_size(env.action_space, "action", "dqn", str(env.spec.id if env.spec else env), ACTION_HINT)
-    q_network = QNetwork(env.observation_space, n_actions, cfg.hidden_sizes)
+    q_network = QNetwork(env.observation_space, n_actions, cfg.hidden_sizes, cfg.normalize_observation)
     prefix = "q_network."
     q_network.load_state_dict(
         {

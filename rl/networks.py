@@ -77,6 +77,25 @@ class ObservationEncoder(nn.Module):
         self.obs_count.copy_(total)
 
 
+def check_normalizable(observation_space: gym.Space, normalize_observation: bool, agent: str, env_id: str) -> None:
+    """A UserError when observation normalisation is asked for on observations that are not a Box."""
+    if normalize_observation and not isinstance(observation_space, gym.spaces.Box):
+        raise UserError(
+            f"{agent} normalize_observation=true needs Box observations, and {env_id}'s are "
+            f"{type(observation_space).__name__}; leave it false."
+        )
+
+
+@torch.no_grad()
+def update_observation_statistics(modules: Iterable[nn.Module], obs: torch.Tensor) -> None:
+    """Folds a batch of observations into every normalising `ObservationEncoder` inside `modules`: an agent's online
+    and target networks get the same statistics, so they normalise alike. Nothing happens with normalisation off."""
+    for module in modules:
+        for encoder in module.modules():
+            if isinstance(encoder, ObservationEncoder) and encoder.normalize:
+                encoder.update_statistics(obs)
+
+
 def adam(parameters: Iterable[nn.Parameter], lr: float, eps: float = 1e-8) -> torch.optim.Adam:
     """Adam (Kingma and Ba 2015) with PyTorch's fused kernel: one pass over all parameters per step instead of about
     ten small tensor operations per parameter; the same update up to float rounding."""
@@ -135,11 +154,7 @@ class ActorCritic(nn.Module):
     ) -> None:
         super().__init__()
         flat_size(observation_space, "observation", agent, env_id)
-        if normalize_observation and not isinstance(observation_space, gym.spaces.Box):
-            raise UserError(
-                f"{agent} normalize_observation=true needs Box observations, and {env_id}'s are "
-                f"{type(observation_space).__name__}; leave it false."
-            )
+        check_normalizable(observation_space, normalize_observation, agent, env_id)
         self.encoder = ObservationEncoder(observation_space, normalize_observation)
         in_features = self.encoder.out_features
         features = hidden_sizes[-1] if hidden_sizes else in_features

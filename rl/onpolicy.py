@@ -30,6 +30,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from rl.advantages import gae
+from rl.networks import update_observation_statistics
 from rl.rollout import Rollout
 
 if TYPE_CHECKING:
@@ -213,8 +214,7 @@ def fold_observations(network: ActorCritic, obs: Tensor) -> None:
     """With observation normalisation on, adds a batch's observations to the running statistics. Agents call it after
     the batch's update, so that a batch is collected and trained on under the same statistics (PPO's probability
     ratio starts at 1); the first batch is collected under mean 0, variance 1."""
-    if network.encoder.normalize:
-        network.encoder.update_statistics(obs)
+    update_observation_statistics([network], obs)
 
 
 def load_tracked(module: torch.nn.Module, arrays: dict[str, np.ndarray], name: str) -> torch.nn.Module:

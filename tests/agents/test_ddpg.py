@@ -296,6 +296,22 @@ def test_refuses_discrete_and_unbounded_actions(tmp_path):
         ddpg.act_from_checkpoint({}, ddpg.DDPGConfig(), make_env("CartPole-v1"))
 
 
+def test_td3_observation_normalisation_takes_in_every_acted_on_observation(tmp_path):
+    cfg = ddpg.TD3Config(normalize_observation=True, learning_starts=100, batch_size=32, hidden_sizes=(16,))
+    returns, run = train("td3", cfg, tmp_path, steps=300)
+    arrays, meta = load_checkpoint(run.run_dir)
+    stored = arrays["buffer.0.storage.obs"].astype(np.float64)  # raw observations, one row per step
+    assert arrays["actor.encoder.obs_count"] == meta["global_step"] == len(stored) == 300
+    np.testing.assert_allclose(arrays["actor.encoder.obs_mean"], stored.mean(0), rtol=1e-10)
+    np.testing.assert_allclose(arrays["actor.encoder.obs_var"], stored.var(0), rtol=1e-10)
+    for network in ("critics.0", "critics.1", "target_actor", "target_critics.0", "target_critics.1"):
+        for key in ("obs_mean", "obs_var", "obs_count"):  # every network normalises alike
+            np.testing.assert_array_equal(arrays[f"{network}.encoder.{key}"], arrays[f"actor.encoder.{key}"])
+    act = ddpg.act_from_checkpoint(arrays, cfg, make_env("Pendulum-v1"))
+    replayed = evaluate_policy(make_env("Pendulum-v1"), act, episodes=10, seed=run.spec.seed + 10_000)
+    np.testing.assert_array_equal(replayed, returns)  # evaluated with the checkpoint's statistics
+
+
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="tau"):
         ddpg.DDPGConfig(tau=0.0)

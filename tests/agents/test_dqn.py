@@ -156,6 +156,27 @@ def test_dqn_refuses_continuous_actions(tmp_path):
     assert not list(tmp_path.iterdir())  # no empty run directory left behind
 
 
+def test_observation_normalisation_takes_in_every_acted_on_observation(tmp_path):
+    cfg = dqn.Config(normalize_observation=True, num_envs=2, learning_starts=100, train_frequency=50, gradient_steps=2)
+    returns, run = train(cfg, tmp_path, steps=400)
+    arrays, meta = load_checkpoint(run.run_dir)
+    stored = arrays["buffer.0.storage.obs"].astype(np.float64)  # the buffer keeps raw observations, one row per step
+    assert arrays["q_network.encoder.obs_count"] == meta["global_step"] == len(stored) == 400
+    np.testing.assert_allclose(arrays["q_network.encoder.obs_mean"], stored.mean(0), rtol=1e-10)
+    np.testing.assert_allclose(arrays["q_network.encoder.obs_var"], stored.var(0), rtol=1e-10)
+    for key in ("obs_mean", "obs_var", "obs_count"):  # the target network normalises alike
+        np.testing.assert_array_equal(arrays[f"target_network.encoder.{key}"], arrays[f"q_network.encoder.{key}"])
+    act = dqn.act_from_checkpoint(arrays, cfg, make_env("CartPole-v1"))
+    replayed = evaluate_policy(make_env("CartPole-v1"), act, episodes=10, seed=run.spec.seed + 10_000)
+    np.testing.assert_array_equal(replayed, returns)  # evaluated with the checkpoint's statistics
+
+
+def test_observation_normalisation_refuses_discrete_observations(tmp_path):
+    with pytest.raises(UserError, match="normalize_observation=true needs Box observations"):
+        train(dqn.Config(normalize_observation=True), tmp_path, steps=100, env_id="FrozenLake-v1")
+    assert not list(tmp_path.iterdir())
+
+
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="tau"):
         dqn.Config(tau=0.0)
