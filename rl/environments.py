@@ -62,13 +62,14 @@ MAX_INDEXED_STATES = 1_000_000
 """Composite discrete observations with at most this many combinations become one Discrete state."""
 
 
-class IndexedObservation(gym.ObservationWrapper):
+class IndexedObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """A Tuple of Discrete spaces or a MultiDiscrete observation as one Discrete state: the row-major index of its
     parts, each counted from its space's start. Blackjack's (player's sum, dealer's card, usable ace) in
     Discrete(32) x Discrete(11) x Discrete(2) becomes one of 704 states, so tables and one-hot encoders can take it."""
 
     def __init__(self, env: gym.Env) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self)  # so that env.spec can make the wrapped env again
+        gym.ObservationWrapper.__init__(self, env)
         self.sizes, self.starts = discrete_parts(env.observation_space)
         self.strides = [math.prod(self.sizes[i + 1 :]) for i in range(len(self.sizes))]
         self.observation_space = gym.spaces.Discrete(math.prod(self.sizes))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import gymnasium as gym
 import numpy as np
 import pytest
+from gymnasium.utils.env_checker import check_env
 
 from agents.tabular import table_shape
 from rl.environments import MAX_INDEXED_STATES, IndexedObservation, make_env, with_plain_observations
@@ -35,6 +38,14 @@ def test_blackjack_states_are_the_row_major_index_of_its_tuple():
         player_sum, dealer_card, usable_ace = env.unwrapped._get_obs()
         assert obs == (player_sum * 11 + dealer_card) * 2 + usable_ace
         assert env.observation_space.contains(obs)
+
+
+def test_the_indexed_env_keeps_the_env_contract():
+    env = make_env("Blackjack-v1", {"sab": True})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the checker prefers unwrapped envs; the wrapper is what is checked here
+        check_env(env, skip_render_check=True)
+    assert env.spec.make().observation_space == gym.spaces.Discrete(704)  # the spec remakes the wrapper too
 
 
 def test_multidiscrete_parts_count_from_their_starts():
