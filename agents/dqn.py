@@ -12,7 +12,9 @@ With `prioritized`, minibatches are drawn in proportion to |TD error|^alpha (Sch
 weighted by the importance weights, beta annealed to 1.
 
 Deviations from the paper:
-1. Low-dimensional observations and an MLP instead of frames and a convolutional network.
+1. The defaults suit low-dimensional observations and an MLP. Image observations go through the paper's
+   convolutional torso (`rl.images`) before the MLP; the Atari preprocessing (frame skipping, grey 84x84 frames, a
+   stack of 4) is the env's: Gymnasium's AtariPreprocessing and FrameStackObservation in a module:Name-v0 env.
 2. Training runs in phases as in Stable-Baselines3: every `train_frequency` environment steps, `gradient_steps`
    minibatch updates; the defaults (rl-baselines3-zoo's CartPole values) solve CartPole-v1 in 50,000 steps.
 3. Adam instead of RMSProp, and the gradient norm is clipped at `max_grad_norm`.

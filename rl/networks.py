@@ -14,6 +14,7 @@ from torch.distributions import Distribution
 
 from rl.distributions import CategoricalHead, policy_head
 from rl.errors import UserError
+from rl.images import FEATURES, channels_first, convolutional_torso, image_layout
 from rl.spaces import flat_size
 
 
@@ -32,7 +33,8 @@ def mlp(
 
 class ObservationEncoder(nn.Module):
     """Turns raw observations into (B, D) float inputs: Box ones flattened, Discrete ones one-hot encoded, and uint8
-    images with bounds 0 to 255 scaled to [0, 1] (as image pipelines do; raw 0-255 inputs saturate tanh layers).
+    images with bounds 0 to 255 scaled to [0, 1] (as image pipelines do; raw 0-255 inputs saturate tanh layers) and,
+    when `rl.images.image_layout` reads the space as images, passed through a convolutional torso (D = 512).
 
     With `normalize` (Box observations), inputs become (x - mean) / sqrt(var + 1e-8), clipped to +-10, from a running
     mean and variance that `update_statistics` folds batches into; they start at 0 and 1 and are buffers, so the
@@ -43,13 +45,15 @@ class ObservationEncoder(nn.Module):
         super().__init__()
         self.discrete_n = int(space.n) if isinstance(space, gym.spaces.Discrete) else None
         self.discrete_start = int(space.start) if isinstance(space, gym.spaces.Discrete) else 0
-        self.out_features = self.discrete_n or int(np.prod(space.shape))
         is_image = isinstance(space, gym.spaces.Box) and space.dtype == np.uint8
         self.scale = 1.0 / 255.0 if is_image and np.all(space.low == 0) and np.all(space.high == 255) else 1.0
+        self.image = image_layout(space)
+        self.torso = convolutional_torso(self.image) if self.image is not None else None
+        self.out_features = FEATURES if self.image is not None else self.discrete_n or int(np.prod(space.shape))
         self.normalize = normalize
         if normalize:
-            if self.discrete_n is not None:
-                raise ValueError("observation normalisation needs Box observations, not Discrete ones")
+            if self.discrete_n is not None or self.image is not None:
+                raise ValueError("observation normalisation needs vector Box observations, not Discrete ones or images")
             self.register_buffer("obs_mean", torch.zeros(self.out_features, dtype=torch.float64))
             self.register_buffer("obs_var", torch.ones(self.out_features, dtype=torch.float64))
             self.register_buffer("obs_count", torch.zeros((), dtype=torch.float64))
@@ -57,6 +61,8 @@ class ObservationEncoder(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if self.discrete_n is not None:
             return nn.functional.one_hot(obs.long() - self.discrete_start, self.discrete_n).float()
+        if self.torso is not None:
+            return self.torso(channels_first(obs.float() * self.scale, self.image))
         x = obs.float().reshape(obs.shape[0], -1)
         x = x * self.scale if self.scale != 1.0 else x
         if self.normalize:
@@ -83,6 +89,11 @@ def check_normalizable(observation_space: gym.Space, normalize_observation: bool
         raise UserError(
             f"{agent} normalize_observation=true needs Box observations, and {env_id}'s are "
             f"{type(observation_space).__name__}; leave it false."
+        )
+    if normalize_observation and image_layout(observation_space) is not None:
+        raise UserError(
+            f"{agent} normalize_observation=true is for vector observations, and {env_id}'s are images, which are "
+            "scaled to [0, 1] for the convolutional torso; leave it false."
         )
 
 
@@ -130,7 +141,8 @@ def orthogonal_init_(layer: nn.Linear, gain: float) -> nn.Linear:
 
 
 class ActorCritic(nn.Module):
-    """A policy pi(a|s) and a state value V(s) as two separate tanh MLPs over one observation encoder.
+    """A policy pi(a|s) and a state value V(s) as two separate tanh MLPs over one observation encoder (over two for
+    images: the policy and the value each learn their own convolutional torso).
 
     actor:  obs -> encoder -> tanh MLP (hidden_sizes, tanh after each layer) -> Categorical or Gaussian head
     critic: obs -> encoder -> tanh MLP (hidden_sizes) -> V(s)
@@ -156,6 +168,9 @@ class ActorCritic(nn.Module):
         flat_size(observation_space, "observation", agent, env_id)
         check_normalizable(observation_space, normalize_observation, agent, env_id)
         self.encoder = ObservationEncoder(observation_space, normalize_observation)
+        # A convolutional torso is learned: the critic gets its own, so that TRPO's natural-gradient step moves only
+        # the policy's parameters and the critic's regression only the critic's (vector encoders have none).
+        self.critic_encoder = ObservationEncoder(observation_space) if self.encoder.torso is not None else None
         in_features = self.encoder.out_features
         features = hidden_sizes[-1] if hidden_sizes else in_features
         self.actor_body = (
@@ -186,14 +201,17 @@ class ActorCritic(nn.Module):
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """V(s) for a batch of observations (B, *O) -> (B,)."""
         *hidden, output = self._critic_linears
-        return F.linear(_tanh_layers(self.encoder(obs), hidden), output.weight, output.bias).squeeze(-1)
+        features = (self.critic_encoder or self.encoder)(obs)
+        return F.linear(_tanh_layers(features, hidden), output.weight, output.bias).squeeze(-1)
 
     def actor_parameters(self) -> list[nn.Parameter]:
-        """The parameters of pi (body and head), in a fixed order: TRPO's flat parameter vector."""
-        return [*self.actor_body.parameters(), *self.policy_head.parameters()]
+        """The parameters of pi (encoder, body and head), in a fixed order: TRPO's flat parameter vector."""
+        return [*self.encoder.parameters(), *self.actor_body.parameters(), *self.policy_head.parameters()]
 
     def critic_parameters(self) -> list[nn.Parameter]:
-        return list(self.critic.parameters())
+        """The parameters of V (its own encoder, if any, and its layers)."""
+        own_encoder = list(self.critic_encoder.parameters()) if self.critic_encoder is not None else []
+        return [*own_encoder, *self.critic.parameters()]
 
 
 def _tanh_layers(x: torch.Tensor, layers: list[nn.Linear]) -> torch.Tensor:
