@@ -6,7 +6,7 @@ import gymnasium
 
 ENV_DESCRIPTIONS: dict[str, str] = {
     "GridWorld-v0": "Zhao's 5x5 textbook grid world: a target, six forbidden cells, moves up/right/down/left/stay.",
-    "WindyGridWorld-v0": "Sutton & Barto's windy grid world (Example 6.5); king_moves=true for Exercise 6.9.",
+    "WindyGridWorld-v0": "S&B's windy grid world (Example 6.5); king_moves, stochastic_wind: Exercises 6.9, 6.10.",
 }
 """One line per env, for `rl list`."""
 REGISTERED_ENVS: list[str] = list(ENV_DESCRIPTIONS)

@@ -61,3 +61,19 @@ def test_sarsa_finishes_episodes_about_as_fast_as_figure_6_3(tmp_path, seed):
     finished_by_8000 = int(np.searchsorted(np.cumsum(lengths), 8000, side="right"))
     assert 140 <= finished_by_8000 <= 180 and lengths[0] > 100
     assert 17 <= np.mean(lengths[-100:]) <= 20
+
+
+def test_stochastic_wind_blows_one_more_one_less_or_as_given_and_the_model_agrees():
+    env = WindyGridWorld(stochastic_wind=True)
+    start = state(3, 6)  # wind 2: up 1, 2 or 3 after moving right
+    outcomes = {state(2, 7), state(1, 7), state(0, 7)}
+    row = env.model().transitions[[start * 4 + RIGHT]].toarray()[0]
+    np.testing.assert_allclose(row[sorted(outcomes)], 1 / 3)
+    assert row.sum() == pytest.approx(1.0)
+    env.reset(seed=0)
+    counts = dict.fromkeys(outcomes, 0)
+    for _ in range(3000):
+        env.reset(options={"state": start})
+        counts[env.step(RIGHT)[0]] += 1
+    assert all(abs(count / 3000 - 1 / 3) < 0.04 for count in counts.values())
+    assert WindyGridWorld(stochastic_wind=True).winds(0) == (0,)  # no wind stays no wind
