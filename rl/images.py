@@ -40,11 +40,18 @@ class ImageLayout:
     """(H, W, C) rather than (C, H, W); a grey (H, W) image is channels-first with one channel."""
 
 
+def is_pixels(space: gym.Space) -> bool:
+    """Whether `space` is a Box of uint8 with bounds 0 to 255, whatever its shape."""
+    return (
+        isinstance(space, gym.spaces.Box)
+        and space.dtype == np.uint8
+        and bool(np.all(space.low == 0) and np.all(space.high == 255))
+    )
+
+
 def image_layout(space: gym.Space) -> ImageLayout | None:
     """The layout of an image space (see the module doc); None for any other space."""
-    if not (isinstance(space, gym.spaces.Box) and space.dtype == np.uint8):
-        return None
-    if not (np.all(space.low == 0) and np.all(space.high == 255)):
+    if not is_pixels(space):
         return None
     shape = space.shape
     if len(shape) == 2:

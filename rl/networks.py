@@ -14,7 +14,7 @@ from torch.distributions import Distribution
 
 from rl.distributions import CategoricalHead, policy_head
 from rl.errors import UserError
-from rl.images import FEATURES, channels_first, convolutional_torso, image_layout
+from rl.images import FEATURES, channels_first, convolutional_torso, image_layout, is_pixels
 from rl.spaces import flat_size
 
 
@@ -45,8 +45,7 @@ class ObservationEncoder(nn.Module):
         super().__init__()
         self.discrete_n = int(space.n) if isinstance(space, gym.spaces.Discrete) else None
         self.discrete_start = int(space.start) if isinstance(space, gym.spaces.Discrete) else 0
-        is_image = isinstance(space, gym.spaces.Box) and space.dtype == np.uint8
-        self.scale = 1.0 / 255.0 if is_image and np.all(space.low == 0) and np.all(space.high == 255) else 1.0
+        self.scale = 1.0 / 255.0 if is_pixels(space) else 1.0
         self.image = image_layout(space)
         self.torso = convolutional_torso(self.image) if self.image is not None else None
         self.out_features = FEATURES if self.image is not None else self.discrete_n or int(np.prod(space.shape))
