@@ -242,6 +242,8 @@ def load_full_optimizer_state(policy: nn.Module, optimizer: torch.optim.Optimize
 
 
 def close(ranks: Ranks) -> None:
-    """Leaves the process group (at the end of training)."""
+    """Leaves the process group (at the end of training), once every rank has got here: a rank that tears its gloo
+    connections down while another still works (rank 0 saving) can take the process down with SIGABRT."""
     if ranks.world_size > 1 and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
