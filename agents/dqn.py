@@ -13,8 +13,9 @@ weighted by the importance weights, beta annealed to 1.
 
 Deviations from the paper:
 1. The defaults suit low-dimensional observations and an MLP. Image observations go through the paper's
-   convolutional torso (`rl.images`) before the MLP; the Atari preprocessing (frame skipping, grey 84x84 frames, a
-   stack of 4) is the env's: Gymnasium's AtariPreprocessing and FrameStackObservation in a module:Name-v0 env.
+   convolutional torso (`rl.images`) before the MLP; ale-py's games get the paper's preprocessing (frame skipping,
+   grey 84x84 frames, a stack of 4) from `make_env` (`rl.atari`), and `configs/dqn_atari.toml` holds Atari values,
+   the paper's reward clipping (`clip_reward`) among them.
 2. Training runs in phases as in Stable-Baselines3: every `train_frequency` environment steps, `gradient_steps`
    minibatch updates; the defaults (rl-baselines3-zoo's CartPole values) solve CartPole-v1 in 50,000 steps.
 3. Adam instead of RMSProp, and the gradient norm is clipped at `max_grad_norm`.
@@ -90,6 +91,9 @@ class Config:
     """How strongly priorities shape sampling (0 is uniform)."""
     prioritized_beta: float = 0.4
     """Initial importance-weight exponent, annealed linearly to 1 over the run."""
+    clip_reward: float = 0.0
+    """Learn from each reward clipped to [-clip_reward, clip_reward] (1 for Atari, as Mnih et al. 2015); 0 does not
+    clip. Logged and evaluated returns are the env's own."""
     normalize_observation: bool = False
     """Feed the networks Box observations normalised by their running mean and std (clipped to +-10); the buffer
     keeps raw observations, the statistics are saved with the networks (`rl.networks.ObservationEncoder`)."""
@@ -97,6 +101,8 @@ class Config:
     """Torch device for the networks and minibatches."""
 
     def __post_init__(self) -> None:
+        if self.clip_reward < 0:
+            raise ValueError(f"clip_reward must be >= 0 (0 for no clipping), not {self.clip_reward}")
         if not 0.0 < self.tau <= 1.0:
             raise ValueError(f"tau must be in (0, 1], not {self.tau}")
         if not 0.0 <= self.gamma <= 1.0:
@@ -156,7 +162,7 @@ def train(cfg: Config, run: Run) -> np.ndarray:
     n_actions = discrete_size(action_space, "action", spec.agent, spec.env_id, ACTION_HINT)
     flat_size(observation_space, "observation", spec.agent, spec.env_id)
     check_normalizable(observation_space, cfg.normalize_observation, spec.agent, spec.env_id)
-    rollout = run.vector_rollout(cfg.num_envs)
+    rollout = run.vector_rollout(cfg.num_envs, cfg.clip_reward)
 
     q_network = QNetwork(observation_space, n_actions, cfg.hidden_sizes, cfg.normalize_observation).to(device)
     target_network = QNetwork(observation_space, n_actions, cfg.hidden_sizes, cfg.normalize_observation).to(device)

@@ -90,6 +90,9 @@ class Config:
     """Widths of the hidden layers of the actor and of the critic."""
     log_std_init: float = 0.0
     """Initial log standard deviation of the Gaussian policy (Box actions)."""
+    clip_reward: float = 0.0
+    """Learn from each reward clipped to [-clip_reward, clip_reward] (1 for Atari, as Mnih et al. 2015); 0 does not
+    clip. Logged and evaluated returns are the env's own."""
     normalize_observation: bool = False
     """Feed the networks Box observations normalised by their running mean and std (clipped to +-10); the
     statistics are saved with the network (`rl.networks.ObservationEncoder`)."""
@@ -97,6 +100,8 @@ class Config:
     """Torch device for the networks and batches."""
 
     def __post_init__(self) -> None:
+        if self.clip_reward < 0:
+            raise ValueError(f"clip_reward must be >= 0 (0 for no clipping), not {self.clip_reward}")
         for name in ("num_envs", "n_steps", "batch_size", "n_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
@@ -185,7 +190,7 @@ def train(cfg: Config, run: Run) -> np.ndarray:
     optimizer = adam(network.parameters(), cfg.learning_rate, eps=1e-5)
     run.track("network", network)
     run.track("optimizer", optimizer)
-    rollout = run.vector_rollout(cfg.num_envs)
+    rollout = run.vector_rollout(cfg.num_envs, cfg.clip_reward)
 
     while run.keep_going():
         anneal = spec.total_steps is not None

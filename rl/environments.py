@@ -11,18 +11,21 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from gymnasium.wrappers import FlattenObservation
 
+from rl import atari
 from rl.errors import UserError, one_line
 
 
 def make_env(env_id: str, env_kwargs: dict | None = None, render_mode: str | None = None) -> gym.Env:
     """`gymnasium.make(env_id, **env_kwargs)`; an unknown id or keyword becomes one clear UserError.
 
-    `env_id` is anything `gymnasium.make` accepts, `module:Name-v0` included. Composite observations come out as one
-    Discrete state or one Box (`with_plain_observations`).
+    `env_id` is anything `gymnasium.make` accepts, `module:Name-v0` included. Atari games come with the standard
+    preprocessing (`rl.atari`); composite observations come out as one Discrete state or one Box
+    (`with_plain_observations`).
     """
     if env_kwargs is not None and not isinstance(env_kwargs, dict):
         raise UserError(f"env kwargs for {env_id!r} must be a mapping of names to values, not {env_kwargs!r}.")
-    kwargs = dict(env_kwargs or {})
+    atari.register_games(env_id)
+    kwargs, frame_skip = atari.split_kwargs(env_id, env_kwargs or {})
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
     try:
@@ -55,6 +58,8 @@ def make_env(env_id: str, env_kwargs: dict | None = None, render_mode: str | Non
         raise
     for warning in caught:
         warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    if frame_skip:
+        env = atari.preprocess(env, frame_skip)
     return with_plain_observations(env)
 
 

@@ -5,6 +5,8 @@ Every agent, tabular or deep, collects experience through `Rollout`, so the rule
 - `next_obs` is always the observation the action led to. When an episode ends, Gymnasium's autoreset has already
   produced the first observation of the next episode; that one becomes `Rollout.obs`, and the final observation of
   the finished episode is what `next_obs` holds (vector envs hand it over in `infos["final_obs"]`).
+- Episode returns are the env's rewards summed. With `clip_reward` c > 0 the transitions carry each reward clipped to
+  [-c, c] (Mnih et al. 2015 learn Atari games from rewards clipped to [-1, 1]), while the returns stay game scores.
 - Vector envs must autoreset in SAME_STEP mode (what `make_vector_env` builds): the NEXT_STEP default spends one
   step per reset on a transition that is not part of either episode.
 """
@@ -47,8 +49,13 @@ class EpisodeStats:
 class Rollout:
     """Steps `env` with the actions it is given, resetting finished episodes and recording their statistics."""
 
-    def __init__(self, env: gym.Env | VectorEnv, seed: int, global_step: int = 0, episodes: int = 0) -> None:
+    def __init__(
+        self, env: gym.Env | VectorEnv, seed: int, global_step: int = 0, episodes: int = 0, clip_reward: float = 0.0
+    ) -> None:
+        if clip_reward < 0:
+            raise ValueError(f"clip_reward must be >= 0 (0 for no clipping), not {clip_reward}")
         self.env = env
+        self.clip_reward = clip_reward
         self.is_vector = isinstance(env, VectorEnv)
         if self.is_vector and env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP) != AutoresetMode.SAME_STEP:
             raise ValueError("Rollout needs a vector env with autoreset_mode=SAME_STEP; build it with make_vector_env.")
@@ -91,8 +98,10 @@ class Rollout:
 
     def _step_single(self, action: Any) -> Transition:
         next_obs, reward, terminated, truncated, _ = self.env.step(action)
-        transition = Transition(self.obs, action, reward, next_obs, terminated, truncated)
         self._record(0, reward)
+        if self.clip_reward:
+            reward = min(max(reward, -self.clip_reward), self.clip_reward)
+        transition = Transition(self.obs, action, reward, next_obs, terminated, truncated)
         if terminated or truncated:
             self._finish(0)
             self.obs, _ = self.env.reset()
@@ -109,8 +118,10 @@ class Rollout:
             next_obs = obs.copy()
             for i in np.flatnonzero(done):
                 next_obs[i] = infos["final_obs"][i]
-        transition = Transition(self.obs, actions, rewards, next_obs, terminated, truncated)
         self._returns += rewards
+        if self.clip_reward:
+            rewards = np.clip(rewards, -self.clip_reward, self.clip_reward)
+        transition = Transition(self.obs, actions, rewards, next_obs, terminated, truncated)
         self._lengths += 1
         self.global_step += self.num_envs
         for i in np.flatnonzero(done):

@@ -175,12 +175,13 @@ class Run:
                 ) from None
         self._objects[name] = obj
 
-    def vector_rollout(self, num_envs: int) -> Rollout:
-        """Moves the run onto N copies of its env stepping together; env i is seeded with seed + i."""
+    def vector_rollout(self, num_envs: int, clip_reward: float = 0.0) -> Rollout:
+        """Moves the run onto N copies of its env stepping together; env i is seeded with seed + i. With
+        `clip_reward` > 0 the transitions carry rewards clipped to +-clip_reward, the logged returns the env's."""
         self.env.close()
         self.env = make_vector_env(self.spec.env_id, num_envs, self.spec.env_kwargs)
         self.rollout = start_rollout(
-            self.env, self._env_seed, self.rollout.global_step, self.rollout.episodes, self.spec.env_id
+            self.env, self._env_seed, self.rollout.global_step, self.rollout.episodes, self.spec.env_id, clip_reward
         )
         return self.rollout
 
@@ -271,10 +272,12 @@ class Run:
         self.stop_requested = True
 
 
-def start_rollout(env: gym.Env | VectorEnv, seed: int, global_step: int, episodes: int, env_id: str) -> Rollout:
+def start_rollout(
+    env: gym.Env | VectorEnv, seed: int, global_step: int, episodes: int, env_id: str, clip_reward: float = 0.0
+) -> Rollout:
     """A rollout on `env`, whose first reset may fail on what `gymnasium.make` could not check (render_mode="human"
     without pygame): that is a UserError."""
     try:
-        return Rollout(env, seed=seed, global_step=global_step, episodes=episodes)
+        return Rollout(env, seed, global_step, episodes, clip_reward)
     except gym.error.Error as error:
         raise UserError(f"cannot reset env {env_id!r}: {one_line(error)}; check the env's kwargs and extras.") from None

@@ -87,3 +87,34 @@ def test_unknown_env_id_and_kwarg_are_user_errors():
         make_env("GridWorld-v0", {"no_such_kwarg": 1})
     with pytest.raises(UserError, match="module"):
         make_env("no_such_module:Thing-v0")
+
+
+class LargeRewardEnv(gym.Env):
+    """Three steps with rewards 3, -2 and 0.5, then the episode ends."""
+
+    observation_space = gym.spaces.Discrete(4)
+    action_space = gym.spaces.Discrete(1)
+    REWARDS = (3.0, -2.0, 0.5)
+
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.t = 0
+        return 0, {}
+
+    def step(self, action):
+        self.t += 1
+        return self.t, self.REWARDS[self.t - 1], self.t == len(self.REWARDS), False, {}
+
+
+@pytest.mark.parametrize("vector", [False, True])
+def test_clip_reward_clips_what_the_learner_sees_and_logs_the_game_score(vector):
+    same_step = gym.vector.AutoresetMode.SAME_STEP
+    env = gym.vector.SyncVectorEnv([LargeRewardEnv] * 2, autoreset_mode=same_step) if vector else LargeRewardEnv()
+    rollout = Rollout(env, seed=0, clip_reward=1.0)
+    seen = [np.asarray(rollout.step(np.zeros(2, dtype=np.int64) if vector else 0).rewards) for _ in range(3)]
+    np.testing.assert_array_equal(np.array(seen).reshape(3, -1)[:, 0], [1.0, -1.0, 0.5])
+    assert [e.episode_return for e in rollout.pop_finished()] == [1.5] * rollout.num_envs
+    plain = Rollout(LargeRewardEnv(), seed=0)
+    assert [plain.step(0).rewards for _ in range(3)] == [3.0, -2.0, 0.5]
+    with pytest.raises(ValueError, match="clip_reward"):
+        Rollout(LargeRewardEnv(), seed=0, clip_reward=-1.0)
