@@ -199,22 +199,39 @@ def build_actor_critic(
     def new_actor() -> Actor:
         return Actor(observation_space, action_space, cfg.hidden_sizes, cfg.normalize_observation)
 
-    def new_critics() -> nn.ModuleList:
-        return nn.ModuleList(
-            Critic(observation_space, action_space, cfg.hidden_sizes, cfg.normalize_observation)
-            for _ in range(n_critics)
-        )
-
     device = torch.device(cfg.device)
     actor = new_actor().to(device)
-    critics = new_critics().to(device)
+    critics = new_critics(cfg, observation_space, action_space, n_critics)
     target_actor = new_actor().to(device)
-    target_critics = new_critics().to(device)
+    target_critics = new_critics(cfg, observation_space, action_space, n_critics)
     target_actor.load_state_dict(actor.state_dict())
     target_critics.load_state_dict(critics.state_dict())
     actor_optimizer = adam(actor.parameters(), cfg.learning_rate)
     critic_optimizer = adam(critics.parameters(), cfg.learning_rate)
     return Networks(actor, critics, target_actor, target_critics, actor_optimizer, critic_optimizer)
+
+
+def new_critics(
+    cfg: DDPGConfig, observation_space: gym.Space, action_space: gym.spaces.Box, n_critics: int
+) -> nn.ModuleList:
+    """`n_critics` freshly initialised critics on cfg.device (DDPG one, TD3 and SAC two)."""
+    return nn.ModuleList(
+        Critic(observation_space, action_space, cfg.hidden_sizes, cfg.normalize_observation) for _ in range(n_critics)
+    ).to(torch.device(cfg.device))
+
+
+def replay_buffer_for(cfg: DDPGConfig, observation_space: gym.Space, action_space: gym.spaces.Box) -> ReplayBuffer:
+    """The replay buffer of a Box-action agent (DDPG, TD3, SAC): raw observations, float32 actions, 1-step."""
+    return ReplayBuffer(
+        cfg.buffer_size,
+        observation_space.shape,
+        action_shape=action_space.shape,
+        obs_dtype=observation_space.dtype,
+        action_dtype=np.float32,
+        num_envs=cfg.num_envs,
+        gamma=cfg.gamma,
+        device=torch.device(cfg.device),
+    )
 
 
 def update(
@@ -262,16 +279,7 @@ def train_actor_critic(
     rollout = run.vector_rollout(cfg.num_envs)
 
     nets = build_actor_critic(cfg, observation_space, action_space, n_critics)
-    buffer = ReplayBuffer(
-        cfg.buffer_size,
-        observation_space.shape,
-        action_shape=action_space.shape,
-        obs_dtype=observation_space.dtype,
-        action_dtype=np.float32,
-        num_envs=cfg.num_envs,
-        gamma=cfg.gamma,
-        device=device,
-    )
+    buffer = replay_buffer_for(cfg, observation_space, action_space)
     for name, obj in [*vars(nets).items(), ("buffer", buffer)]:
         run.track(name, obj)
     critic_updates = run.state("critic_updates", np.zeros(1, dtype=np.int64))  # TD3's delay counts on across resumes

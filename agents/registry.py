@@ -9,7 +9,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents import a2c, actor_critic, ddpg, dqn, linear, monte_carlo, ppo, reinforce, td, trpo
+from agents import a2c, actor_critic, ddpg, dqn, linear, monte_carlo, ppo, reinforce, sac, td, trpo
 from agents.tabular import greedy_act_from_checkpoint
 from rl.errors import UserError
 from rl.run import Run
@@ -155,6 +155,13 @@ AGENTS: dict[str, AgentEntry] = {
             ddpg.TD3Config,
             ddpg.train_td3,
             ddpg.act_from_checkpoint,
+        ),
+        AgentEntry(
+            "sac",
+            "SAC: squashed-Gaussian actor, twin soft critics, learned entropy temperature, Box actions (Haarnoja 2018)",
+            sac.Config,
+            sac.train,
+            sac.act_from_checkpoint,
         ),
     ]
 }

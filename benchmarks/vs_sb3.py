@@ -173,6 +173,10 @@ TASKS: dict[str, Task] = {
     ),
     "ddpg_pendulum": pendulum_task("ddpg", "stable_baselines3:DDPG"),
     "td3_pendulum": pendulum_task("td3", "stable_baselines3:TD3"),
+    "sac_pendulum": Task(  # the zoo's Pendulum entry sets only the learning rate; our defaults are SB3's
+        "Pendulum-v1", 20_000, "sac", {}, "stable_baselines3:SAC", dict(learning_rate=1e-3),
+        updates=off_policy_updates(20_000, 100, 1, 1),
+    ),  # fmt: skip
 }
 """Gaussian exploration noise: SB3 adds it to actions scaled to [-1, 1], ours is in units of the half-range: the
 zoo's 0.1 is the same width on both sides. SB3's defaults not listed (A2C's RMSprop, PPO's clipping of the value
