@@ -9,7 +9,8 @@ The network q(s, a; w) is trained on minibatches from the replay buffer to minim
 while acting epsilon-greedily on q(s, .; w). The target network w_target follows w by a hard copy every
 `target_update_interval` environment steps (tau = 1) or by Polyak averaging w_target <- tau w + (1 - tau) w_target.
 With `prioritized`, minibatches are drawn in proportion to |TD error|^alpha (Schaul et al. 2016) and the loss is
-weighted by the importance weights, beta annealed to 1.
+weighted by the importance weights, beta annealed to 1. With `dueling`, q(s, a) = v(s) + A(s, a) - mean_a' A(s, a')
+from two streams of one network (Wang et al. 2016).
 
 Deviations from the paper:
 1. The defaults suit low-dimensional observations and an MLP. Image observations go through the paper's
@@ -85,6 +86,8 @@ class Config:
     """Pick the bootstrap action with the online network and value it with the target network."""
     n_step: int = 1
     """Rewards summed before bootstrapping (n-step replay)."""
+    dueling: bool = False
+    """Dueling network: separate value and advantage streams after the shared layers (Wang et al. 2016)."""
     prioritized: bool = False
     """Prioritized experience replay."""
     prioritized_alpha: float = 0.6
@@ -116,17 +119,40 @@ class Config:
 
 
 class QNetwork(nn.Module):
-    """q(s, .; w): observation in, one value per action out."""
+    """q(s, .; w): observation in, one value per action out.
+
+    Dueling (Wang et al. 2016): the layers up to the last hidden one are shared, then a value stream v(s) and an
+    advantage stream A(s, a), each with its own last hidden layer, combine as q = v + A - mean_a A.
+    """
 
     def __init__(
-        self, observation_space: gym.Space, n_actions: int, hidden_sizes: tuple[int, ...], normalize: bool = False
+        self,
+        observation_space: gym.Space,
+        n_actions: int,
+        hidden_sizes: tuple[int, ...],
+        normalize: bool = False,
+        dueling: bool = False,
     ) -> None:
         super().__init__()
         self.encoder = ObservationEncoder(observation_space, normalize)
-        self.body = mlp(self.encoder.out_features, hidden_sizes, n_actions)
+        self.dueling = dueling
+        if not dueling:
+            self.body = mlp(self.encoder.out_features, hidden_sizes, n_actions)
+            return
+        shared, stream = tuple(hidden_sizes[:-1]), tuple(hidden_sizes[-1:])
+        width = shared[-1] if shared else self.encoder.out_features
+        self.torso = nn.Sequential(mlp(self.encoder.out_features, shared[:-1], width), nn.ReLU()) if shared else None
+        self.value = mlp(width, stream, 1)
+        self.advantage = mlp(width, stream, n_actions)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.body(self.encoder(obs))  # (B, A)
+        features = self.encoder(obs)
+        if not self.dueling:
+            return self.body(features)  # (B, A)
+        if self.torso is not None:
+            features = self.torso(features)
+        advantages = self.advantage(features)  # (B, A)
+        return self.value(features) + advantages - advantages.mean(dim=1, keepdim=True)
 
 
 def td_targets(batch: ReplayBatch, online: QNetwork, target: QNetwork, double_dqn: bool) -> torch.Tensor:
@@ -164,8 +190,9 @@ def train(cfg: Config, run: Run) -> np.ndarray:
     check_normalizable(observation_space, cfg.normalize_observation, spec.agent, spec.env_id)
     rollout = run.vector_rollout(cfg.num_envs, cfg.clip_reward)
 
-    q_network = QNetwork(observation_space, n_actions, cfg.hidden_sizes, cfg.normalize_observation).to(device)
-    target_network = QNetwork(observation_space, n_actions, cfg.hidden_sizes, cfg.normalize_observation).to(device)
+    network_args = (observation_space, n_actions, cfg.hidden_sizes, cfg.normalize_observation, cfg.dueling)
+    q_network = QNetwork(*network_args).to(device)
+    target_network = QNetwork(*network_args).to(device)
     target_network.load_state_dict(q_network.state_dict())
     optimizer = adam(q_network.parameters(), cfg.learning_rate)
     buffer = ReplayBuffer(
@@ -252,7 +279,7 @@ def greedy_policy(q_network: QNetwork, device: torch.device):
 def act_from_checkpoint(arrays: dict[str, np.ndarray], cfg: Config, env: gym.Env):
     """The greedy policy of the Q-network a checkpoint stores."""
     n_actions = discrete_size(env.action_space, "action", "dqn", str(env.spec.id if env.spec else env), ACTION_HINT)
-    q_network = QNetwork(env.observation_space, n_actions, cfg.hidden_sizes, cfg.normalize_observation)
+    q_network = QNetwork(env.observation_space, n_actions, cfg.hidden_sizes, cfg.normalize_observation, cfg.dueling)
     prefix = "q_network."
     q_network.load_state_dict(
         {

@@ -3,6 +3,7 @@ tags, checkpoint replay and resumption with network, optimiser and buffer, and t
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -102,8 +103,8 @@ def test_dqn_learns_cartpole(tmp_path):
 
 @pytest.mark.parametrize(
     "options",
-    [dict(double_dqn=True), dict(n_step=3), dict(prioritized=True), dict(tau=0.05, num_envs=4)],
-    ids=["double", "n_step", "prioritized", "polyak_vector"],
+    [dict(double_dqn=True), dict(n_step=3), dict(prioritized=True), dict(tau=0.05, num_envs=4), dict(dueling=True)],
+    ids=["double", "n_step", "prioritized", "polyak_vector", "dueling"],
 )
 def test_dqn_options_train_and_improve_on_random(tmp_path, options):
     cfg = dqn.Config(
@@ -119,6 +120,9 @@ def test_dqn_options_train_and_improve_on_random(tmp_path, options):
     assert returns.mean() >= 50, options  # a uniform policy averages about 22
     losses = EventAccumulator(str(run.run_dir)).Reload().Scalars("losses/td_loss")
     assert np.isfinite([e.value for e in losses]).all()
+    act = dqn.act_from_checkpoint(load_checkpoint(run.run_dir)[0], cfg, make_env("CartPole-v1"))
+    replayed = evaluate_policy(make_env("CartPole-v1"), act, episodes=len(returns), seed=run.spec.seed + 10_000)
+    np.testing.assert_array_equal(replayed, returns)  # the checkpoint rebuilds the same network (dueling streams too)
 
 
 def test_dqn_resumes_with_network_optimiser_and_buffer(tmp_path):
@@ -182,3 +186,19 @@ def test_config_rejects_bad_values():
         dqn.Config(tau=0.0)
     with pytest.raises(ValueError, match="n_step"):
         dqn.Config(n_step=0)
+
+
+@pytest.mark.parametrize("hidden_sizes", [(32, 16), (16,), ()])
+def test_dueling_q_is_value_plus_centred_advantage(hidden_sizes):
+    torch.manual_seed(0)
+    network = dqn.QNetwork(gym.spaces.Box(-1, 1, (4,)), 3, hidden_sizes, dueling=True)
+    obs = torch.randn(10, 4)
+    features = network.encoder(obs) if network.torso is None else network.torso(network.encoder(obs))
+    value, advantages = network.value(features), network.advantage(features)
+    q = network(obs)
+    torch.testing.assert_close(q.mean(dim=1, keepdim=True), value)  # the advantages are centred: mean q is v
+    torch.testing.assert_close(q - value, advantages - advantages.mean(dim=1, keepdim=True))
+    streams = {name.split(".")[0] for name, _ in network.named_parameters()}
+    assert streams == ({"torso", "value", "advantage"} if len(hidden_sizes) > 1 else {"value", "advantage"})
+    # Each stream has its own last hidden layer (width hidden_sizes[-1]); the layers before it are shared.
+    assert [m.out_features for m in network.value if isinstance(m, nn.Linear)] == [*hidden_sizes[-1:], 1]
