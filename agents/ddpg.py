@@ -45,7 +45,7 @@ from torch import nn
 
 from agents.ddpg_networks import Actor, Critic, action_bounds, deterministic_policy
 from rl.exploration import ExplorationNoise, GaussianNoise, OrnsteinUhlenbeckNoise, noisy_actions
-from rl.networks import adam, check_normalizable, polyak_update, update_observation_statistics
+from rl.networks import adam, check_normalizable, frozen, polyak_update, update_observation_statistics
 from rl.replay_buffer import ReplayBatch, ReplayBuffer
 from rl.run import Run
 from rl.spaces import flat_size
@@ -246,9 +246,10 @@ def update(
     nets.critic_optimizer.step()
     policy_loss = None
     if update_actor:
-        loss = actor_loss(nets.critics[0](batch.obs, nets.actor(batch.obs)))
+        with frozen(nets.critics):  # the deterministic policy gradient needs d q / d a only
+            loss = actor_loss(nets.critics[0](batch.obs, nets.actor(batch.obs)))
         nets.actor_optimizer.zero_grad()
-        loss.backward()  # also fills the critic's gradients; the next critic step zeroes them first
+        loss.backward()
         nets.actor_optimizer.step()
         polyak_update(nets.target_actor, nets.actor, tau)
         polyak_update(nets.target_critics, nets.critics, tau)

@@ -40,7 +40,15 @@ from torch import nn
 
 from agents.ddpg import critic_loss, critic_targets, new_critics, replay_buffer_for
 from agents.ddpg_networks import action_bounds, register_action_scale
-from rl.networks import ObservationEncoder, adam, check_normalizable, mlp, polyak_update, update_observation_statistics
+from rl.networks import (
+    ObservationEncoder,
+    adam,
+    check_normalizable,
+    frozen,
+    mlp,
+    polyak_update,
+    update_observation_statistics,
+)
 from rl.replay_buffer import ReplayBatch
 from rl.run import Run
 from rl.spaces import flat_size
@@ -202,11 +210,12 @@ def update(nets: Networks, batch: ReplayBatch, target_entropy: float, tau: float
     nets.critic_optimizer.step()
 
     actions, log_probs = nets.actor.sample(batch.obs)
-    q_new = torch.stack([critic(batch.obs, actions) for critic in nets.critics]).min(dim=0).values
+    with frozen(nets.critics):  # the actor's gradient flows through the critics to the action only
+        q_new = torch.stack([critic(batch.obs, actions) for critic in nets.critics]).min(dim=0).values
     alpha = nets.temperature().detach()
     policy_loss = (alpha * log_probs - q_new).mean()
     nets.actor_optimizer.zero_grad()
-    policy_loss.backward()  # also fills the critics' gradients; the next critic step zeroes them first
+    policy_loss.backward()
     nets.actor_optimizer.step()
 
     if nets.temperature_optimizer is not None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import gymnasium as gym
 import numpy as np
@@ -123,6 +124,21 @@ def clip_grad_norm(parameters: Iterable[nn.Parameter], max_norm: float) -> torch
     total_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
     torch._foreach_mul_(grads, torch.clamp(max_norm / (total_norm + 1e-6), max=1.0))
     return total_norm
+
+
+@contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Inside the block `module`'s parameters take no gradient: a graph built through it carries gradients back to
+    its inputs only. An actor's loss through the critic needs d q / d a, not d q / d w: freezing the critic skips the
+    weight gradients of its backward pass (about a third of it) and leaves its .grad untouched."""
+    learning = [p for p in module.parameters() if p.requires_grad]
+    for param in learning:
+        param.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for param in learning:
+            param.requires_grad_(True)
 
 
 def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:

@@ -7,9 +7,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from rl.errors import UserError
-from rl.networks import ActorCritic, ObservationEncoder
+from rl.networks import ActorCritic, ObservationEncoder, frozen
 
 
 def test_discrete_states_are_one_hot_from_the_space_start():
@@ -61,3 +62,18 @@ def test_observation_normalisation_of_discrete_states_is_a_user_error():
     with pytest.raises(UserError, match="normalize_observation=true needs Box observations.*Discrete"):
         ActorCritic(gym.spaces.Discrete(5), gym.spaces.Discrete(2), (8,), "ppo", "FrozenLake-v1",
                     normalize_observation=True)  # fmt: skip
+
+
+def test_frozen_module_passes_gradients_to_its_inputs_only():
+    torch.manual_seed(0)
+    actor, critic = nn.Linear(3, 2), nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1))
+    obs = torch.randn(16, 3)
+    critic(actor(obs)).sum().backward()
+    expected = actor.weight.grad.clone()
+    actor.zero_grad(), critic.zero_grad(set_to_none=True)
+    with frozen(critic):
+        loss = critic(actor(obs)).sum()
+    assert all(p.requires_grad for p in critic.parameters())  # restored on leaving the block
+    loss.backward()
+    torch.testing.assert_close(actor.weight.grad, expected)  # the same gradient reaches the actor
+    assert all(p.grad is None for p in critic.parameters())  # and none was computed for the critic
