@@ -173,8 +173,14 @@ TASKS: dict[str, Task] = {
     ),
     "ddpg_pendulum": pendulum_task("ddpg", "stable_baselines3:DDPG"),
     "td3_pendulum": pendulum_task("td3", "stable_baselines3:TD3"),
-    "sac_pendulum": Task(  # the zoo's Pendulum entry sets only the learning rate; our defaults are SB3's
-        "Pendulum-v1", 20_000, "sac", {}, "stable_baselines3:SAC", dict(learning_rate=1e-3),
+    # The zoo's Pendulum entry for SAC sets only the learning rate; our SAC defaults are SB3's.
+    "sac_pendulum": Task(
+        "Pendulum-v1",
+        20_000,
+        "sac",
+        {},
+        "stable_baselines3:SAC",
+        dict(learning_rate=1e-3),
         updates=off_policy_updates(20_000, 100, 1, 1),
     ),  # fmt: skip
 }
