@@ -88,17 +88,22 @@ class DDPGConfig:
     """Torch device for the networks and minibatches."""
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.tau <= 1.0:
-            raise ValueError(f"tau must be in (0, 1], not {self.tau}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], not {self.gamma}")
+        check_off_policy_config(self)
         if not 0.0 < self.theta <= 1.0:
             raise ValueError(f"theta must be in (0, 1], not {self.theta}")
         if self.noise_std < 0:
             raise ValueError(f"noise_std must be >= 0, not {self.noise_std}")
-        for name in ("buffer_size", "batch_size", "train_frequency", "gradient_steps", "num_envs", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+
+
+def check_off_policy_config(cfg: DDPGConfig) -> None:
+    """The checks DDPG's, TD3's and SAC's configs share: tau in (0, 1], gamma in [0, 1], sizes and counts >= 1."""
+    if not 0.0 < cfg.tau <= 1.0:
+        raise ValueError(f"tau must be in (0, 1], not {cfg.tau}")
+    if not 0.0 <= cfg.gamma <= 1.0:
+        raise ValueError(f"gamma must be in [0, 1], not {cfg.gamma}")
+    for name in ("buffer_size", "batch_size", "train_frequency", "gradient_steps", "num_envs", "log_every"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be at least 1, not {getattr(cfg, name)}")
 
 
 @dataclass(frozen=True)

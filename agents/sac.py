@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.ddpg import critic_loss, critic_targets, new_critics, replay_buffer_for
+from agents.ddpg import check_off_policy_config, critic_loss, critic_targets, new_critics, replay_buffer_for
 from agents.ddpg_networks import action_bounds, register_action_scale
 from rl.networks import (
     ObservationEncoder,
@@ -96,17 +96,11 @@ class Config:
     """Torch device for the networks and minibatches."""
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.tau <= 1.0:
-            raise ValueError(f"tau must be in (0, 1], not {self.tau}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], not {self.gamma}")
+        check_off_policy_config(self)
         if self.alpha is not None and self.alpha < 0:
             raise ValueError(f"alpha must be >= 0 (or None to learn it), not {self.alpha}")
         if self.initial_alpha <= 0:
             raise ValueError(f"initial_alpha must be > 0, not {self.initial_alpha}")
-        for name in ("buffer_size", "batch_size", "train_frequency", "gradient_steps", "num_envs", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
 
 
 class SquashedGaussianActor(nn.Module):
