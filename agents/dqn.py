@@ -104,8 +104,6 @@ class Config:
     """Torch device for the networks and minibatches."""
 
     def __post_init__(self) -> None:
-        if self.clip_reward < 0:
-            raise ValueError(f"clip_reward must be >= 0 (0 for no clipping), not {self.clip_reward}")
         if not 0.0 < self.tau <= 1.0:
             raise ValueError(f"tau must be in (0, 1], not {self.tau}")
         if not 0.0 <= self.gamma <= 1.0:

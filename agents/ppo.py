@@ -100,8 +100,6 @@ class Config:
     """Torch device for the networks and batches."""
 
     def __post_init__(self) -> None:
-        if self.clip_reward < 0:
-            raise ValueError(f"clip_reward must be >= 0 (0 for no clipping), not {self.clip_reward}")
         for name in ("num_envs", "n_steps", "batch_size", "n_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")

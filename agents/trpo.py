@@ -101,8 +101,6 @@ class Config:
     """Torch device for the networks and batches."""
 
     def __post_init__(self) -> None:
-        if self.clip_reward < 0:
-            raise ValueError(f"clip_reward must be >= 0 (0 for no clipping), not {self.clip_reward}")
         for name in ("num_envs", "n_steps", "cg_iters", "line_search_max_iter", "n_critic_updates", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")

@@ -149,8 +149,8 @@ def check_shared_rules(cfg: Any, owner: str) -> None:
 def shared_rule_broken(name: str, value: Any) -> str | None:
     """The rule a config value breaks, by the field's name: no NaN anywhere; learning rates finite and positive; Adam's
     betas in [0, 1); gradient-norm caps positive; optimiser eps (*_eps) not negative; layer widths at least 1;
-    log_std_init in [-20, 5]; exploration rates (epsilon*) in [0, 1]; step counts (*_steps, learning_starts) not
-    negative. None if it breaks none."""
+    log_std_init in [-20, 5]; exploration rates (epsilon*) in [0, 1]; step counts (*_steps, learning_starts) and
+    clip_reward (0: no clipping) not negative. None if it breaks none."""
     items = value if isinstance(value, (list, tuple)) else [value]
     numbers = [v for v in items if isinstance(v, (int, float)) and not isinstance(v, bool)]
     if any(isinstance(v, float) and math.isnan(v) for v in numbers):
@@ -171,7 +171,7 @@ def shared_rule_broken(name: str, value: Any) -> str | None:
         return None if -20 <= value <= 5 else "must be in [-20, 5]"
     if name.endswith("_eps"):
         return None if value >= 0 else "must not be negative"
-    if name.endswith("_steps") or name == "learning_starts":
+    if name.endswith("_steps") or name in ("learning_starts", "clip_reward"):
         return None if value >= 0 else "must not be negative"
     return None
 

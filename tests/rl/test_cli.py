@@ -234,6 +234,7 @@ def test_list_names_agents_and_envs(capsys):
         (["train", "sarsa", "--env", "GridWorld-v0", "--total-steps", "10", "--seed", str(2**64)], "--seed"),
         (["train", "sarsa", "--env", "GridWorld-v0", "--total-steps", "10", "--threads", "100000"], "--threads"),
         (["train", "ppo", "--env", "Pendulum-v1", "--total-steps", "10", "--set", "log_std_init=1000"], "[-20, 5]"),
+        (["train", "dqn", "--env", "CartPole-v1", "--total-steps", "10", "--set", "clip_reward=-1"], "not be negative"),
         (
             ["train", "dqn", "--env", "CartPole-v1", "--total-steps", "10", "--set", "hidden_sizes=[100000000000]"],
             "out of memory",
