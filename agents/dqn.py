@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rl.images import image_layout
 from rl.networks import (
     ObservationEncoder,
     adam,
@@ -203,6 +204,7 @@ def train(cfg: Config, run: Run) -> np.ndarray:
         prioritized=cfg.prioritized,
         alpha=cfg.prioritized_alpha,
         device=device,
+        compact_observations=image_layout(observation_space) is not None,  # frames kept once (rl.frame_store)
     )
     for name, obj in [("q_network", q_network), ("target_network", target_network), ("optimizer", optimizer),
                       ("buffer", buffer)]:  # fmt: skip

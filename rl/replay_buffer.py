@@ -3,7 +3,8 @@
 Storage is a preallocated NumPy ring of `capacity` rows (the oldest row is overwritten first), one array per field,
 so there is no Python object per transition. `add` takes one step of N envs (arrays with a leading N axis, as
 `rl.rollout.Rollout` hands them over). `next_obs` is stored next to `obs`: twice the observation memory, but every
-row is self-contained across episode ends, env boundaries and n-step windows.
+row is self-contained across episode ends, env boundaries and n-step windows. With `compact_observations` (for
+images) each frame is kept once and the rows hold references to it (`rl.frame_store`); sampled batches are the same.
 
 n-step returns (Sutton & Barto 7.1; Rainbow, Hessel et al. 2018) are computed once, when a transition is stored. Each
 env keeps a pending window of its last steps. When a window holds n steps its oldest step t is stored as
@@ -40,7 +41,8 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, DTypeLike
 
-from rl.replay_checks import ExtrasSpec, check_config, check_saved_array, check_saved_meta
+from rl.frame_store import FrameStore
+from rl.replay_checks import ExtrasSpec, as_batch, check_config, check_saved_array, check_saved_meta
 from rl.sum_tree import SumTree
 
 
@@ -87,6 +89,7 @@ class ReplayBuffer:
         priority_eps: float = 1e-6,
         extras: ExtrasSpec | None = None,
         device: str | torch.device = "cpu",
+        compact_observations: bool = False,
     ) -> None:
         check_config(capacity, num_envs, n_step, gamma, alpha, beta, priority_eps, extras or {})
         self.capacity, self.num_envs, self.n_step, self.gamma = capacity, num_envs, n_step, gamma
@@ -95,14 +98,19 @@ class ReplayBuffer:
         self.prioritized, self.alpha, self.beta, self.priority_eps = prioritized, alpha, beta, priority_eps
         self.extras_spec = {name: (tuple(shape), np.dtype(dtype)) for name, (shape, dtype) in (extras or {}).items()}
         self.device = torch.device(device)
-        # Fields of the step taken at time t: stored as they are, and held in the pending n-step windows.
+        self.compact_observations = compact_observations
+        rows = capacity + num_envs * (2 * n_step + 1)  # frames outlive every row that refers to them (rl.frame_store)
+        self._frames = FrameStore(rows, num_envs, self.obs_shape, self.obs_dtype) if compact_observations else None
+        # Fields of the step taken at time t: stored as they are, and held in the pending n-step windows. Compact
+        # storage keeps int64 references to the frame store in place of the observations.
+        stored_obs = ((), np.dtype(np.int64)) if compact_observations else (self.obs_shape, self.obs_dtype)
         self._step_fields = {
-            "obs": (self.obs_shape, self.obs_dtype),
+            "obs": stored_obs,
             "actions": (self.action_shape, self.action_dtype),
             "rewards": ((), np.dtype(np.float32)),
         } | {f"extras.{name}": spec for name, spec in self.extras_spec.items()}
         fields = self._step_fields | {
-            "next_obs": (self.obs_shape, self.obs_dtype),
+            "next_obs": stored_obs,
             "terminated": ((), np.dtype(np.float32)),
             "discounts": ((), np.dtype(np.float32)),
         }
@@ -139,11 +147,16 @@ class ReplayBuffer:
                 f"add() got extras {sorted(extras)} but the buffer was built with {sorted(self.extras_spec)}; "
                 "pass exactly the extras declared in ReplayBuffer(extras=...)."
             )
-        values = {"obs": obs, "actions": actions, "rewards": rewards} | {f"extras.{k}": v for k, v in extras.items()}
-        step = {name: self._as_batch(name, values[name], *spec) for name, spec in self._step_fields.items()}
-        next_obs = self._as_batch("next_obs", next_obs, self.obs_shape, self.obs_dtype)
-        terminated = self._as_batch("terminated", terminated, (), np.dtype(bool))
-        truncated = self._as_batch("truncated", truncated, (), np.dtype(bool))
+        obs = as_batch(self.num_envs, "obs", obs, self.obs_shape, self.obs_dtype)
+        next_obs = as_batch(self.num_envs, "next_obs", next_obs, self.obs_shape, self.obs_dtype)
+        values = {"actions": actions, "rewards": rewards} | {f"extras.{k}": v for k, v in extras.items()}
+        step = {name: as_batch(self.num_envs, name, values[name], *spec) for name, spec in self._step_fields.items()
+                if name != "obs"}  # fmt: skip
+        terminated = as_batch(self.num_envs, "terminated", terminated, (), np.dtype(bool))
+        truncated = as_batch(self.num_envs, "truncated", truncated, (), np.dtype(bool))
+        if self._frames is not None:  # only once every field has passed its check
+            obs, next_obs = self._frames.store(obs, next_obs)
+        step["obs"] = obs
         if self.n_step == 1:
             discounts = np.full(self.num_envs, self.gamma, dtype=np.float32)
             self._write(step | {"next_obs": next_obs, "terminated": terminated, "discounts": discounts})
@@ -167,7 +180,10 @@ class ReplayBuffer:
             weights = np.ones(batch_size, dtype=np.float32)
         else:
             indices, weights = self._sample_proportional(batch_size, rng, beta)
-        columns = {name: self._to_device(column[indices]) for name, column in self._storage.items()}
+        rows = {name: column[indices] for name, column in self._storage.items()}
+        if self._frames is not None:
+            rows["obs"], rows["next_obs"] = self._frames.gather(rows["obs"]), self._frames.gather(rows["next_obs"])
+        columns = {name: self._to_device(row) for name, row in rows.items()}
         return ReplayBatch(
             obs=columns["obs"],
             actions=columns["actions"],
@@ -199,17 +215,27 @@ class ReplayBuffer:
             self._max_priority = max(self._max_priority, float(stored.max()))
 
     def discard_pending(self) -> None:
-        """Drops every env's unfinished n-step window. Call it when envs are reset mid-episode (`Rollout.reset`):
-        otherwise the next add would join steps of two different episodes into one return."""
+        """Ends every env's unfinished n-step window. Call it when envs are reset mid-episode (`Rollout.reset`):
+        otherwise the next add would join steps of two different episodes into one return. A plain buffer drops the
+        pending steps; a compact one stores them as a truncated episode (k < n rewards, bootstrapping from the
+        latest next observation), as its frames must outlive every step taken (`rl.frame_store`)."""
+        if self._frames is not None and self._count.any():
+            no_end = np.zeros(self.num_envs, dtype=bool)
+            self._write(self._emit(self._count.copy(), self._frames.last_refs, no_end, no_end))
         self._head[:] = 0
         self._count[:] = 0
 
     def state_dict(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Copies of the stored rows, pending windows and priorities, and JSON-able metadata (config, positions)."""
+        """Copies of the stored rows, pending windows and priorities, and JSON-able metadata (config, positions).
+        A compact buffer's frames come as views (`FrameStore.state_dict`): save or copy them before the next add."""
         arrays = {f"storage.{name}": column[: self._size].copy() for name, column in self._storage.items()}
         arrays |= {f"pending.{name}": column.copy() for name, column in self._pending.items()}
         if self._tree is not None:
             arrays["priorities"] = self._tree.get(np.arange(self._size))
+        frames_meta = {}
+        if self._frames is not None:
+            frame_arrays, frames_meta = self._frames.state_dict()
+            arrays |= frame_arrays
         meta = {
             "config": self._config(),
             "position": self._position,
@@ -217,7 +243,7 @@ class ReplayBuffer:
             "max_priority": self._max_priority,
             "pending_head": self._head.tolist(),
             "pending_count": self._count.tolist(),
-        }
+        } | ({"frames": frames_meta} if self._frames is not None else {})
         return arrays, meta
 
     def load_state_dict(
@@ -234,6 +260,9 @@ class ReplayBuffer:
             check_saved_array(arrays, key, (rows, *column.shape[1:]), column.dtype)
         if self._tree is not None:
             check_saved_array(arrays, "priorities", (size,), np.dtype(np.float64))
+        if self._frames is not None:
+            refs = [arrays["storage.obs"], arrays["storage.next_obs"], arrays["pending.obs"]]
+            self._frames.load_state_dict(arrays, meta["frames"], refs)
         for name, column in self._storage.items():
             column[:size] = arrays[f"storage.{name}"]
         for name, column in self._pending.items():
@@ -244,19 +273,6 @@ class ReplayBuffer:
             self._tree = SumTree(self.capacity)
             self._tree.update(np.arange(size), arrays["priorities"])
             self._max_priority = float(meta["max_priority"])
-
-    def _as_batch(self, name: str, value: ArrayLike, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """`value` as an (N, *shape) array of `dtype`, or a ValueError naming the field and the shape expected."""
-        array = np.asarray(value)
-        if self.num_envs == 1 and array.shape == shape:  # one env's unbatched step, as a single-env Rollout gives it
-            array = array[None]
-        expected = (self.num_envs, *shape)
-        if array.shape != expected:
-            raise ValueError(f"add(): {name} has shape {array.shape}, expected {expected} (num_envs first).")
-        # Flags may come as 0/1 numbers; anything else must cast within its kind (no float observations into uint8).
-        if dtype != np.bool_ and not np.can_cast(array.dtype, dtype, casting="same_kind"):
-            raise ValueError(f"add(): {name} has dtype {array.dtype}, which does not cast to the buffer's {dtype}.")
-        return array.astype(dtype, copy=False)
 
     def _advance_windows(
         self, step: dict[str, np.ndarray], next_obs: np.ndarray, terminated: np.ndarray, truncated: np.ndarray
@@ -271,6 +287,17 @@ class ReplayBuffer:
         full = ~done & (self._count == n)
         # A full window completes its oldest step; an episode end completes every pending step of that env.
         emitted_per_env = np.where(done, self._count, full.astype(np.int64))  # (N,)
+        transitions = self._emit(emitted_per_env, next_obs, terminated, full)
+        self._head[done] = 0
+        self._count[done] = 0
+        return transitions
+
+    def _emit(
+        self, emitted_per_env: np.ndarray, next_obs: np.ndarray, terminated: np.ndarray, full: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """The oldest `emitted_per_env[i]` pending steps of each env i as transitions bootstrapping from
+        `next_obs[i]`; the windows that are `full` move on by one step (the caller clears ended ones)."""
+        n, envs = self.n_step, np.arange(self.num_envs)
         env = np.repeat(envs, emitted_per_env)  # (M,)
         offset = np.arange(env.size) - np.repeat(np.cumsum(emitted_per_env) - emitted_per_env, emitted_per_env)
         steps = self._count[env] - offset  # (M,) k: rewards summed, n for a full window, <= n at an episode end
@@ -288,8 +315,6 @@ class ReplayBuffer:
         }
         self._head[full] = (self._head[full] + 1) % n
         self._count[full] -= 1
-        self._head[done] = 0
-        self._count[done] = 0
         return transitions
 
     def _write(self, transitions: dict[str, np.ndarray]) -> None:
@@ -333,4 +358,4 @@ class ReplayBuffer:
             "prioritized": self.prioritized,
             "alpha": self.alpha,
             "extras": {name: [list(shape), dtype.name] for name, (shape, dtype) in self.extras_spec.items()},
-        }
+        } | ({"compact_observations": True} if self.compact_observations else {})  # older checkpoints lack the key

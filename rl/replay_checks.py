@@ -7,18 +7,36 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from numpy.typing import DTypeLike
+from numpy.typing import ArrayLike, DTypeLike
 
 ExtrasSpec = dict[str, tuple[tuple[int, ...], DTypeLike]]
 ADD_ARGUMENTS = ("obs", "actions", "rewards", "next_obs", "terminated", "truncated")
 """The fields `ReplayBuffer.add` takes by name; an extra field may not reuse one."""
 
 
+def as_batch(num_envs: int, name: str, value: ArrayLike, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """`value` for `ReplayBuffer.add` as an (N, *shape) array of `dtype`, or a ValueError naming the field and the
+    shape expected. With one env, a single env's unbatched value is accepted too."""
+    array = np.asarray(value)
+    if num_envs == 1 and array.shape == shape:  # one env's unbatched step, as a single-env Rollout gives it
+        array = array[None]
+    expected = (num_envs, *shape)
+    if array.shape != expected:
+        raise ValueError(f"add(): {name} has shape {array.shape}, expected {expected} (num_envs first).")
+    # Flags may come as 0/1 numbers; anything else must cast within its kind (no float observations into uint8).
+    if dtype != np.bool_ and not np.can_cast(array.dtype, dtype, casting="same_kind"):
+        raise ValueError(f"add(): {name} has dtype {array.dtype}, which does not cast to the buffer's {dtype}.")
+    return array.astype(dtype, copy=False)
+
+
 def check_saved_meta(meta: Mapping[str, Any], config: dict[str, Any]) -> None:
     """A ValueError unless the saved metadata `meta` fits the buffer whose `_config()` is `config`."""
     saved = meta["config"]
     capacity, num_envs, n_step = config["capacity"], config["num_envs"], config["n_step"]
-    mismatched = [f"{key} {saved.get(key)!r} != {value!r}" for key, value in config.items() if saved.get(key) != value]
+    keys = [*config, *(key for key in saved if key not in config)]
+    mismatched = [
+        f"{key} {saved.get(key)!r} != {config.get(key)!r}" for key in keys if saved.get(key) != config.get(key)
+    ]
     if mismatched:
         raise ValueError(
             f"the saved replay buffer does not fit this one (saved != built: {'; '.join(mismatched)}); "
