@@ -11,29 +11,32 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.numpy import save as save_arrays
+from safetensors.numpy import save_file
 
 from rl.errors import UserError
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Writes `data` to `path` so that readers see either the old file or the whole new one."""
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary file beside `path` for the block to write; once the block ends, it is synced to disk and renamed
+    over `path` in one step, so readers see either the old file or the whole new one. On an error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -41,16 +44,23 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Writes `data` to `path` so that readers see either the old file or the whole new one."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
 def atomic_write_json(path: Path, obj: object) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def save_checkpoint(run_dir: Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, object]) -> Path:
-    """Saves named arrays and JSON-serialisable metadata to `run_dir/checkpoint.safetensors`."""
+    """Saves named arrays and JSON-serialisable metadata to `run_dir/checkpoint.safetensors`. The arrays go to the
+    file straight from their memory (no serialised copy in between: a replay buffer of Atari frames is gigabytes)."""
     contiguous = {name: np.ascontiguousarray(array) for name, array in arrays.items()}
-    data = save_arrays(contiguous, metadata={"meta": json.dumps(meta)})
     path = Path(run_dir) / CHECKPOINT_FILE
-    atomic_write_bytes(path, data)
+    with atomic_path(path) as tmp:
+        save_file(contiguous, tmp, metadata={"meta": json.dumps(meta)})
     return path
 
 
