@@ -39,6 +39,8 @@ def make_env(env_id: str, env_kwargs: dict | None = None, render_mode: str | Non
             f"unknown env id {env_id!r} ({one_line(error)}); run `rl list` for this package's envs, or pass "
             "`module:Name-v0` to import the module that registers yours."
         ) from None
+    except gym.error.DependencyNotInstalled as error:
+        raise UserError(f"cannot make env {env_id!r}: {one_line(error)}{extra_hint(str(error))}.") from None
     except gym.error.Error as error:
         raise UserError(f"cannot make env {env_id!r}: {one_line(error)}.") from None
     except ModuleNotFoundError as error:
@@ -61,6 +63,16 @@ def make_env(env_id: str, env_kwargs: dict | None = None, render_mode: str | Non
     if frame_skip:
         env = atari.preprocess(env, frame_skip)
     return with_plain_observations(env)
+
+
+EXTRAS = {"box2d": "box2d", "mujoco": "mujoco"}
+"""The extras of this package that install a Gymnasium env family, by a word of Gymnasium's missing-package error."""
+
+
+def extra_hint(message: str) -> str:
+    """`; or pip install -e ".[box2d]"` when a missing-dependency message names a family one of our extras installs."""
+    extra = next((extra for word, extra in EXTRAS.items() if word in message.lower()), None)
+    return f'; or, in this package, pip install -e ".[{extra}]"' if extra else ""
 
 
 MAX_INDEXED_STATES = 1_000_000
