@@ -112,7 +112,7 @@ class UpdateStats:
 
 def build_network(cfg: Config, observation_space: gym.Space, action_space: gym.Space, env_id: str) -> ActorCritic:
     return ActorCritic(observation_space, action_space, cfg.hidden_sizes, "a2c", env_id, cfg.log_std_init,
-                       normalize_observation=cfg.normalize_observation)  # fmt: skip
+                       normalize_observation=cfg.normalize_observation, share_torso=True)  # fmt: skip
 
 
 def build_optimizer(cfg: Config, network: nn.Module) -> torch.optim.Optimizer:
@@ -126,12 +126,12 @@ def build_optimizer(cfg: Config, network: nn.Module) -> torch.optim.Optimizer:
 def update(cfg: Config, network: ActorCritic, optimizer: torch.optim.Optimizer, batch: OnPolicyBatch) -> UpdateStats:
     """One gradient step on the A2C loss over all T * N samples of the batch."""
     samples = flatten(batch)
-    distribution = network.distribution(samples.obs)
+    distribution, values = network.distribution_and_value(samples.obs)
     advantages = samples.advantages  # (B,)
     if cfg.normalize_advantage and len(advantages) > 1:  # the std of one sample is undefined
         advantages = normalize(advantages)
     policy_loss = policy_gradient_loss(distribution.log_prob(samples.actions), advantages)
-    critic_loss = value_loss(network.value(samples.obs), samples.returns)
+    critic_loss = value_loss(values, samples.returns)
     with torch.set_grad_enabled(cfg.ent_coef != 0):  # without the bonus, its gradient would only be scaled by 0
         entropy = entropy_bonus(distribution.entropy())
     loss = policy_loss + cfg.vf_coef * critic_loss - cfg.ent_coef * entropy

@@ -122,14 +122,14 @@ class MinibatchStats:
 
 def build_network(cfg: Config, observation_space: gym.Space, action_space: gym.Space, env_id: str) -> ActorCritic:
     return ActorCritic(observation_space, action_space, cfg.hidden_sizes, "ppo", env_id, cfg.log_std_init,
-                       normalize_observation=cfg.normalize_observation)  # fmt: skip
+                       normalize_observation=cfg.normalize_observation, share_torso=True)  # fmt: skip
 
 
 def minibatch_step(
     cfg: Config, network: ActorCritic, optimizer: torch.optim.Optimizer, samples: Samples, clip_range: float
 ) -> MinibatchStats | None:
     """One Adam step on the PPO loss of a minibatch; None (and no step) when its KL already passed the target."""
-    distribution = network.distribution(samples.obs)
+    distribution, values = network.distribution_and_value(samples.obs)  # values (B,)
     advantages = samples.advantages  # (B,)
     if cfg.normalize_advantage and len(advantages) > 1:  # the std of one sample is undefined
         advantages = normalize(advantages)
@@ -137,7 +137,6 @@ def minibatch_step(
                                        clip_range)  # fmt: skip
     if cfg.target_kl is not None and surrogate.approx_kl.item() > 1.5 * cfg.target_kl:
         return None
-    values = network.value(samples.obs)  # (B,)
     if cfg.clip_range_vf is None:
         critic_loss = value_loss(values, samples.returns)
     else:

@@ -156,8 +156,10 @@ def orthogonal_init_(layer: nn.Linear, gain: float) -> nn.Linear:
 
 
 class ActorCritic(nn.Module):
-    """A policy pi(a|s) and a state value V(s) as two separate tanh MLPs over one observation encoder (over two for
-    images: the policy and the value each learn their own convolutional torso).
+    """A policy pi(a|s) and a state value V(s) as two separate tanh MLPs over one observation encoder. For images the
+    encoder holds a learned convolutional torso: with `share_torso` (A2C and PPO, as Mnih et al. 2016 and Schulman et
+    al. 2017 do on Atari) both heads read its features and both losses train it; without (TRPO, whose natural-gradient
+    step must move only the policy's parameters) the value learns a torso of its own.
 
     actor:  obs -> encoder -> tanh MLP (hidden_sizes, tanh after each layer) -> Categorical or Gaussian head
     critic: obs -> encoder -> tanh MLP (hidden_sizes) -> V(s)
@@ -178,14 +180,15 @@ class ActorCritic(nn.Module):
         log_std_init: float = 0.0,
         orthogonal_init: bool = True,
         normalize_observation: bool = False,
+        share_torso: bool = False,
     ) -> None:
         super().__init__()
         flat_size(observation_space, "observation", agent, env_id)
         check_normalizable(observation_space, normalize_observation, agent, env_id)
         self.encoder = ObservationEncoder(observation_space, normalize_observation)
-        # A convolutional torso is learned: the critic gets its own, so that TRPO's natural-gradient step moves only
-        # the policy's parameters and the critic's regression only the critic's (vector encoders have none).
-        self.critic_encoder = ObservationEncoder(observation_space) if self.encoder.torso is not None else None
+        # Vector encoders learn nothing, so one serves both heads; a learned torso is shared only with `share_torso`.
+        own_torso = self.encoder.torso is not None and not share_torso
+        self.critic_encoder = ObservationEncoder(observation_space) if own_torso else None
         in_features = self.encoder.out_features
         features = hidden_sizes[-1] if hidden_sizes else in_features
         self.actor_body = (
@@ -215,12 +218,22 @@ class ActorCritic(nn.Module):
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """V(s) for a batch of observations (B, *O) -> (B,)."""
+        return self._value_of((self.critic_encoder or self.encoder)(obs))
+
+    def distribution_and_value(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
+        """pi(.|s) and V(s) of one batch, encoding the observations once where the heads share an encoder (a shared
+        torso's forward and backward pass are then done once for both losses)."""
+        features = self.encoder(obs)
+        distribution = self.policy_head(_tanh_layers(features, self._actor_linears))
+        return distribution, self._value_of(features if self.critic_encoder is None else self.critic_encoder(obs))
+
+    def _value_of(self, features: torch.Tensor) -> torch.Tensor:
         *hidden, output = self._critic_linears
-        features = (self.critic_encoder or self.encoder)(obs)
         return F.linear(_tanh_layers(features, hidden), output.weight, output.bias).squeeze(-1)
 
     def actor_parameters(self) -> list[nn.Parameter]:
-        """The parameters of pi (encoder, body and head), in a fixed order: TRPO's flat parameter vector."""
+        """The parameters of pi (encoder, body and head), in a fixed order: TRPO's flat parameter vector. A shared
+        torso is in both lists."""
         return [*self.encoder.parameters(), *self.actor_body.parameters(), *self.policy_head.parameters()]
 
     def critic_parameters(self) -> list[nn.Parameter]:

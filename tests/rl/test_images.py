@@ -66,6 +66,24 @@ def test_actor_and_critic_learn_separate_torsos():
     assert vector.critic_encoder is None  # vector observations: one shared, parameter-free encoder as before
 
 
+def test_a2c_and_ppo_share_one_torso_that_both_losses_train():
+    space = pixels(3, 36, 36)
+    network = ppo.build_network(ppo.Config(), space, gym.spaces.Discrete(3), "Images-v0")
+    assert network.critic_encoder is None and sum(p.dim() == 4 for p in network.parameters()) == 3  # one torso
+    obs = torch.as_tensor(np.stack([space.sample() for _ in range(5)]))
+    distribution, values = network.distribution_and_value(obs)
+    torch.testing.assert_close(distribution.logits, network.distribution(obs).logits, rtol=0, atol=0)
+    torch.testing.assert_close(values, network.value(obs), rtol=0, atol=0)
+    first_filters = network.encoder.torso[0][0].weight
+    for loss in (distribution.log_prob(torch.zeros(5, dtype=torch.long)).sum(), values.sum()):
+        network.zero_grad()
+        loss.backward(retain_graph=True)
+        assert first_filters.grad is not None and first_filters.grad.abs().sum() > 0
+    separate = ActorCritic(space, gym.spaces.Discrete(3), (64,), "trpo", "Images-v0")
+    distribution, values = separate.distribution_and_value(obs)
+    torch.testing.assert_close(values, separate.value(obs), rtol=0, atol=0)
+
+
 def test_normalising_images_is_a_user_error():
     with pytest.raises(UserError, match="images"):
         check_normalizable(pixels(4, 84, 84), True, "dqn", "Images-v0")
