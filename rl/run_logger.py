@@ -111,7 +111,8 @@ class RunLogger:
         self.writer.add_scalar("charts/SPS", sps, step)
         self._last_step, self._last_time = step, now
         self._next_print = step + self.print_every
-        self.line(f"step {step} | return {self.mean_recent_return():.1f} | {format_rate(sps)} sps")
+        recent = f"{self.mean_recent_return():.1f}" if self.recent_returns else "- (no episode has ended yet)"
+        self.line(f"step {step} | return {recent} | {format_rate(sps)} sps")
 
     def mean_recent_return(self) -> float:
         return sum(self.recent_returns) / len(self.recent_returns) if self.recent_returns else float("nan")

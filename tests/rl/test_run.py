@@ -146,3 +146,17 @@ def test_budget_is_required_and_positive(tmp_path):
         spec(tmp_path, total_steps=None)
     with pytest.raises(UserError, match="positive"):
         spec(tmp_path, total_steps=-5)
+
+
+def test_progress_lines_say_when_no_episode_has_ended_yet(tmp_path, capsys):
+    from rl.rollout import EpisodeStats
+    from rl.run_logger import RunLogger
+
+    logger = RunLogger(tmp_path, {}, total=30, print_every=10)
+    logger.progress(10)
+    logger.episodes([EpisodeStats(3.0, 5), EpisodeStats(4.0, 6)], 15)
+    logger.progress(20)
+    logger.close()
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step")]
+    assert lines[0].startswith("step 10 | return - (no episode has ended yet) |") and "nan" not in lines[0]
+    assert lines[1].startswith("step 20 | return 3.5 |")
