@@ -54,6 +54,7 @@ from rl.onpolicy import (
     load_tracked,
     minibatches,
     steps_this_iteration,
+    tracked_reward_scaler,
 )
 from rl.pg_losses import surrogate_loss, value_loss
 from rl.run import Run
@@ -94,6 +95,10 @@ class Config:
     clip_reward: float = 0.0
     """Learn from each reward clipped to [-clip_reward, clip_reward] (1 for Atari, as Mnih et al. 2015); 0 does not
     clip. Logged and evaluated returns are the env's own."""
+    normalize_reward: bool = False
+    """Learn from rewards divided by the running std of a discounted return (clipped to +-10; Engstrom et al. 2020,
+    the zoo's `normalize: true`); the statistics are saved with the checkpoint (`rl.reward_scaling`). Logged and
+    evaluated returns are the env's own."""
     normalize_observation: bool = False
     """Feed the networks Box observations normalised by their running mean and std (clipped to +-10); the
     statistics are saved with the network (`rl.networks.ObservationEncoder`)."""
@@ -168,10 +173,11 @@ def train(cfg: Config, run: Run) -> np.ndarray:
     run.track("network", network)
     run.track("critic_optimizer", critic_optimizer)
     rollout = run.vector_rollout(cfg.num_envs, cfg.clip_reward)
+    reward_scaler = tracked_reward_scaler(run, cfg.normalize_reward, cfg.num_envs, cfg.gamma)
 
     while run.keep_going():
         num_steps = steps_this_iteration(cfg.n_steps, cfg.num_envs, rollout.global_step, spec.total_steps)
-        samples = flatten(collect(rollout, network, num_steps, cfg.gamma, cfg.gae_lambda, device))
+        samples = flatten(collect(rollout, network, num_steps, cfg.gamma, cfg.gae_lambda, device, reward_scaler))
         advantages = samples.advantages  # (B,)
         if cfg.normalize_advantage and len(advantages) > 1:  # the std of one sample is undefined
             advantages = normalize(advantages)

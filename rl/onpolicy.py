@@ -31,10 +31,12 @@ from torch.distributions import Distribution
 
 from rl.advantages import gae
 from rl.networks import update_observation_statistics
+from rl.reward_scaling import RewardScaler
 from rl.rollout import Rollout
 
 if TYPE_CHECKING:
     from rl.networks import ActorCritic
+    from rl.run import Run
 
 
 class ActorCriticPolicy(Protocol):
@@ -105,8 +107,10 @@ def collect(
     gamma: float,
     gae_lambda: float,
     device: torch.device | str = "cpu",
+    reward_scaler: RewardScaler | None = None,
 ) -> OnPolicyBatch:
-    """Steps the vector env `num_steps` (T) times with actions sampled from `policy` and returns the (T, N) batch."""
+    """Steps the vector env `num_steps` (T) times with actions sampled from `policy` and returns the (T, N) batch.
+    With a `reward_scaler` the batch's rewards (and so its advantages and returns) are the scaled ones."""
     if not rollout.is_vector:
         raise ValueError("collect needs a vector-env Rollout; build it with run.vector_rollout(num_envs).")
     device = torch.device(device)
@@ -128,7 +132,8 @@ def collect(
         log_probs.append(distribution.log_prob(action))
         transition = rollout.step(to_env(action))
         next_obs[t] = transition.next_obs
-        rewards[t] = transition.rewards
+        done = transition.terminated | transition.truncated
+        rewards[t] = transition.rewards if reward_scaler is None else reward_scaler(transition.rewards, done)
         terminated[t] = transition.terminated
         truncated[t] = transition.truncated
 
@@ -208,6 +213,16 @@ def deterministic_policy(
             return int(network.distribution(torch.as_tensor(np.asarray(obs)[None], device=device)).mode[0])
 
     return act_discrete
+
+
+def tracked_reward_scaler(run: Run, normalize_reward: bool, num_envs: int, gamma: float) -> RewardScaler | None:
+    """The agent's `RewardScaler` when `normalize_reward` is on, registered with the run so that its statistics are
+    checkpointed and restored; None when it is off."""
+    if not normalize_reward:
+        return None
+    scaler = RewardScaler(num_envs, gamma)
+    run.track("reward_scaler", scaler)
+    return scaler
 
 
 def fold_observations(network: ActorCritic, obs: Tensor) -> None:
