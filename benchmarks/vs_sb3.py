@@ -268,7 +268,9 @@ def run_sb3(task: Task, seed: int) -> tuple[np.ndarray, float]:
 
         actions = gym.make(task.env_id).action_space.shape
         kwargs["action_noise"] = NormalActionNoise(np.zeros(actions), task.ours["noise_std"] * np.ones(actions))
-    env = make_vec_env(task.env_id, n_envs=task.sb3_n_envs, seed=seed)
+    # SB3 makes its envs with render_mode="rgb_array" unless told otherwise; LunarLander then simulates its engine
+    # particles as Box2D bodies (decoration, skipped without a render mode), which made its steps about 4x dearer.
+    env = make_vec_env(task.env_id, n_envs=task.sb3_n_envs, seed=seed, env_kwargs={"render_mode": None})
     model = algo("MlpPolicy", env, seed=seed, device="cpu", verbose=0,
                  policy_kwargs=task.sb3_policy_kwargs or None, **kwargs)  # fmt: skip
     start = clock()
