@@ -179,7 +179,7 @@ class ReplayBuffer:
             indices = rng.integers(0, self._size, size=batch_size, dtype=np.int64)
             weights = np.ones(batch_size, dtype=np.float32)
         else:
-            indices, weights = self._sample_proportional(batch_size, rng, beta)
+            indices, weights = self._tree.sample(batch_size, rng, beta)
         rows = {name: column[indices] for name, column in self._storage.items()}
         if self._frames is not None:
             rows["obs"], rows["next_obs"] = self._frames.gather(rows["obs"]), self._frames.gather(rows["next_obs"])
@@ -328,18 +328,6 @@ class ReplayBuffer:
         self._size = min(self._size + m, self.capacity)
         if self._tree is not None and m:
             self._tree.update(rows[keep], np.full(len(rows[keep]), self._max_priority))
-
-    def _sample_proportional(
-        self, batch_size: int, rng: np.random.Generator, beta: float
-    ) -> tuple[np.ndarray, np.ndarray]:
-        tree = self._tree
-        # Stratified: one uniform draw in each of B equal segments of [0, total) (Schaul et al. 2016, B.2.1).
-        values = (np.arange(batch_size) + rng.random(batch_size)) * (tree.total / batch_size)
-        indices = tree.find_prefix_sum(values)
-        # w_i = (N P(i))^-beta / max_j w_j. The largest weight belongs to the smallest probability, so N and the
-        # total cancel: w_i = (p_i / p_min)^-beta, with p the stored priorities of the rows in the buffer.
-        weights = (tree.get(indices) / tree.min) ** -beta
-        return indices, weights.astype(np.float32)
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(array).to(self.device)

@@ -90,6 +90,15 @@ class SumTree:
             nodes = 2 * nodes + go_right
         return nodes - self.size
 
+    def sample(self, batch_size: int, rng: np.random.Generator, beta: float) -> tuple[np.ndarray, np.ndarray]:
+        """Prioritized replay's draw: B indices, one uniform draw in each of B equal segments of [0, total) (Schaul
+        et al. 2016, B.2.1), and their importance weights w_i = (N P(i))^-beta / max_j w_j as float32."""
+        values = (np.arange(batch_size) + rng.random(batch_size)) * (self.total / batch_size)
+        indices = self.find_prefix_sum(values)
+        # The largest weight belongs to the smallest probability, so N and the total cancel: w_i = (p_i / p_min)^-beta.
+        weights = (self.get(indices) / self.min) ** -beta
+        return indices, weights.astype(np.float32)
+
     def _check_indices(self, indices: np.ndarray) -> np.ndarray:
         indices = np.asarray(indices)
         if indices.size == 0:
