@@ -74,13 +74,23 @@ class ObservationEncoder(nn.Module):
         """Folds a batch of observations (..., *O) into the running mean and variance (the pairwise update of Chan,
         Golub and LeVeque 1979: the result equals the mean and variance of every observation folded in so far)."""
         x = obs.to(self.obs_mean.device, torch.float64).reshape(-1, self.out_features) * self.scale
-        n, old = x.shape[0], self.obs_count.clone()
-        total = old + n
-        delta = x.mean(0) - self.obs_mean
-        sum_squares = self.obs_var * old + x.var(0, correction=0) * n + delta**2 * old * n / total
-        self.obs_mean += delta * n / total
-        self.obs_var.copy_(sum_squares / total)
-        self.obs_count.copy_(total)
+        moments = merge_moments(self.obs_mean, self.obs_var, self.obs_count, x.mean(0), x.var(0, correction=0), len(x))
+        for buffer, value in zip((self.obs_mean, self.obs_var, self.obs_count), moments, strict=True):
+            buffer.copy_(value)
+
+
+Moment = float | torch.Tensor
+
+
+def merge_moments(
+    mean: Moment, var: Moment, count: Moment, batch_mean: Moment, batch_var: Moment, n: int
+) -> tuple[Moment, Moment, Moment]:
+    """The mean, variance and count of everything folded in so far and a batch of n values with `batch_mean` and
+    (population) `batch_var`: the pairwise update of Chan, Golub and LeVeque (1979), exact for any split."""
+    total = count + n
+    delta = batch_mean - mean
+    sum_squares = var * count + batch_var * n + delta**2 * count * n / total
+    return mean + delta * n / total, sum_squares / total, total
 
 
 def check_normalizable(observation_space: gym.Space, normalize_observation: bool, agent: str, env_id: str) -> None:

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from rl.networks import merge_moments
+
 EPSILON = 1e-8
 CLIP = 10.0
 
@@ -46,13 +48,8 @@ class RewardScaler(nn.Module):
         return scaled.astype(np.float32)
 
     def _fold(self, values: np.ndarray) -> None:
-        """Adds a batch to the running mean and variance (the pairwise update of Chan, Golub and LeVeque 1979: the
-        result is the mean and variance of every value folded in so far)."""
-        mean, var, count = float(self.return_mean), float(self.return_var), float(self.return_count)
-        n = values.size
-        total = count + n
-        delta = values.mean() - mean
-        sum_squares = var * count + values.var() * n + delta**2 * count * n / total
-        self.return_mean.fill_(mean + delta * n / total)
-        self.return_var.fill_(sum_squares / total)
-        self.return_count.fill_(total)
+        """Adds a batch of returns to the running mean and variance (`rl.networks.merge_moments`)."""
+        stats = (self.return_mean, self.return_var, self.return_count)
+        moments = merge_moments(*(float(x) for x in stats), values.mean(), values.var(), values.size)
+        for buffer, value in zip(stats, moments, strict=True):
+            buffer.fill_(value)
