@@ -132,8 +132,9 @@ def collect(
         log_probs.append(distribution.log_prob(action))
         transition = rollout.step(to_env(action))
         next_obs[t] = transition.next_obs
-        done = transition.terminated | transition.truncated
-        rewards[t] = transition.rewards if reward_scaler is None else reward_scaler(transition.rewards, done)
+        rewards[t] = transition.rewards
+        if reward_scaler is not None:
+            rewards[t] = reward_scaler(transition.rewards, transition.terminated | transition.truncated)
         terminated[t] = transition.terminated
         truncated[t] = transition.truncated
 
