@@ -12,8 +12,8 @@ over all T * N samples, with the gradient norm clipped at `max_grad_norm`, by Ad
 Deviations from the paper:
 1. Synchronous: one learner and N envs stepped in lockstep, not asynchronous actor-learner threads (the A2C of
    OpenAI Baselines and Stable-Baselines3). Advantages are GAE's; the paper's n-step advantage is gae_lambda = 1.
-2. Separate actor and critic MLPs (tanh, orthogonal init) instead of one network with two heads; one optimiser and
-   one loss train both, as in Stable-Baselines3.
+2. Separate actor and critic MLPs (tanh, orthogonal init; `activation` and `orthogonal_init` change them) instead
+   of one network with two heads; one optimiser and one loss train both, as in Stable-Baselines3.
 3. The defaults start from rl-baselines3-zoo's CartPole-v1 values (8 envs, ent_coef 0, Stable-Baselines3's A2C
    defaults otherwise: gamma 0.99, gae_lambda 1, max_grad_norm 0.5) with three changes that make the 100,000-step
    budget enough: Adam with the learning rate annealed linearly to 0 instead of RMSprop (alpha 0.99, eps 1e-5) at a
@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from rl.advantages import normalize
-from rl.networks import ActorCritic, adam, clip_grad_norm
+from rl.networks import ActorCritic, adam, check_activation, clip_grad_norm
 from rl.onpolicy import (
     OnPolicyBatch,
     collect,
@@ -85,6 +85,11 @@ class Config:
     """Widths of the hidden layers of the actor and of the critic."""
     log_std_init: float = 0.0
     """Initial log standard deviation of the Gaussian policy (Box actions)."""
+    activation: str = "tanh"
+    """Nonlinearity of the hidden layers: "tanh" (the papers') or "relu" (rl-baselines3-zoo's MuJoCo configs)."""
+    orthogonal_init: bool = True
+    """Orthogonal initial weights (hidden layers gain sqrt(2), policy output 0.01, value output 1); false: PyTorch's
+    default initialisation (the zoo's `ortho_init: false`)."""
     clip_reward: float = 0.0
     """Learn from each reward clipped to [-clip_reward, clip_reward] (1 for Atari, as Mnih et al. 2015); 0 does not
     clip. Logged and evaluated returns are the env's own."""
@@ -99,6 +104,7 @@ class Config:
     """Torch device for the networks and batches."""
 
     def __post_init__(self) -> None:
+        check_activation(self.activation)
         for name in ("num_envs", "n_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
@@ -116,8 +122,18 @@ class UpdateStats:
 
 
 def build_network(cfg: Config, observation_space: gym.Space, action_space: gym.Space, env_id: str) -> ActorCritic:
-    return ActorCritic(observation_space, action_space, cfg.hidden_sizes, "a2c", env_id, cfg.log_std_init,
-                       normalize_observation=cfg.normalize_observation, share_torso=True)  # fmt: skip
+    return ActorCritic(
+        observation_space,
+        action_space,
+        cfg.hidden_sizes,
+        "a2c",
+        env_id,
+        cfg.log_std_init,
+        cfg.orthogonal_init,
+        cfg.normalize_observation,
+        share_torso=True,
+        activation=cfg.activation,
+    )
 
 
 def build_optimizer(cfg: Config, network: nn.Module) -> torch.optim.Optimizer:

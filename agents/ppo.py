@@ -14,9 +14,10 @@ stops at the first minibatch whose approximate KL(pi_old || pi) exceeds 1.5 * ta
 
 Deviations from the paper:
 1. The implementation details of OpenAI Baselines and Stable-Baselines3: separate actor and critic MLPs (tanh,
-   orthogonal init), advantages normalised per minibatch, optional value clipping, global gradient clipping,
-   Adam with eps 1e-5, learning rate and clip range annealed linearly to 0 over the step budget (set from the step
-   at the start of each iteration; constant when the run's budget is in episodes).
+   orthogonal init; `activation` and `orthogonal_init` change them), advantages normalised per minibatch, optional
+   value clipping, global gradient clipping, Adam with eps 1e-5, learning rate and clip range annealed linearly to
+   0 over the step budget (set from the step at the start of each iteration; constant when the run's budget is in
+   episodes).
 2. The defaults are rl-baselines3-zoo's CartPole-v1 values (8 envs, n_steps 32, minibatch 256, 20 epochs,
    gamma 0.98, gae_lambda 0.8, ent_coef 0, learning rate 1e-3 and clip range 0.2 both annealed). The value loss
    here carries a factor 0.5, so vf_coef 1.0 is Stable-Baselines3's vf_coef 0.5 on the plain squared error.
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 
 from rl.advantages import normalize
-from rl.networks import ActorCritic, adam, clip_grad_norm
+from rl.networks import ActorCritic, adam, check_activation, clip_grad_norm
 from rl.onpolicy import (
     OnPolicyBatch,
     Samples,
@@ -91,6 +92,11 @@ class Config:
     """Widths of the hidden layers of the actor and of the critic."""
     log_std_init: float = 0.0
     """Initial log standard deviation of the Gaussian policy (Box actions)."""
+    activation: str = "tanh"
+    """Nonlinearity of the hidden layers: "tanh" (the papers') or "relu" (rl-baselines3-zoo's MuJoCo configs)."""
+    orthogonal_init: bool = True
+    """Orthogonal initial weights (hidden layers gain sqrt(2), policy output 0.01, value output 1); false: PyTorch's
+    default initialisation (the zoo's `ortho_init: false`)."""
     clip_reward: float = 0.0
     """Learn from each reward clipped to [-clip_reward, clip_reward] (1 for Atari, as Mnih et al. 2015); 0 does not
     clip. Logged and evaluated returns are the env's own."""
@@ -105,6 +111,7 @@ class Config:
     """Torch device for the networks and batches."""
 
     def __post_init__(self) -> None:
+        check_activation(self.activation)
         for name in ("num_envs", "n_steps", "batch_size", "n_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
@@ -126,8 +133,18 @@ class MinibatchStats:
 
 
 def build_network(cfg: Config, observation_space: gym.Space, action_space: gym.Space, env_id: str) -> ActorCritic:
-    return ActorCritic(observation_space, action_space, cfg.hidden_sizes, "ppo", env_id, cfg.log_std_init,
-                       normalize_observation=cfg.normalize_observation, share_torso=True)  # fmt: skip
+    return ActorCritic(
+        observation_space,
+        action_space,
+        cfg.hidden_sizes,
+        "ppo",
+        env_id,
+        cfg.log_std_init,
+        cfg.orthogonal_init,
+        cfg.normalize_observation,
+        share_torso=True,
+        activation=cfg.activation,
+    )
 
 
 def minibatch_step(

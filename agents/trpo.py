@@ -19,7 +19,8 @@ Deviations from the papers:
 2. The defaults are rl-baselines3-zoo's CartPole-v1 values (2 envs, n_steps 512, critic minibatch 512, 20 critic
    passes, cg_damping 1e-3, gae_lambda 0.98, gamma 0.99, critic learning rate 1e-3) over sb3-contrib's defaults
    (max_kl 0.01, 15 conjugate-gradient iterations).
-3. Separate actor and critic MLPs (tanh, orthogonal init); the actor's parameters are the only ones stepped.
+3. Separate actor and critic MLPs (tanh, orthogonal init; `activation` and `orthogonal_init` change them); the
+   actor's parameters are the only ones stepped.
 4. Truncated episodes bootstrap from V(final observation); terminated ones do not. The last iteration is shortened
    so that the run stops within N - 1 steps of its step budget.
 """
@@ -44,7 +45,7 @@ from rl.natural_gradient import (
     fisher_vector_product,
     flat_grad,
 )
-from rl.networks import ActorCritic, adam
+from rl.networks import ActorCritic, adam, check_activation
 from rl.onpolicy import (
     Samples,
     collect,
@@ -92,6 +93,11 @@ class Config:
     """Widths of the hidden layers of the actor and of the critic."""
     log_std_init: float = 0.0
     """Initial log standard deviation of the Gaussian policy (Box actions)."""
+    activation: str = "tanh"
+    """Nonlinearity of the hidden layers: "tanh" (the papers') or "relu" (rl-baselines3-zoo's MuJoCo configs)."""
+    orthogonal_init: bool = True
+    """Orthogonal initial weights (hidden layers gain sqrt(2), policy output 0.01, value output 1); false: PyTorch's
+    default initialisation (the zoo's `ortho_init: false`)."""
     clip_reward: float = 0.0
     """Learn from each reward clipped to [-clip_reward, clip_reward] (1 for Atari, as Mnih et al. 2015); 0 does not
     clip. Logged and evaluated returns are the env's own."""
@@ -106,6 +112,7 @@ class Config:
     """Torch device for the networks and batches."""
 
     def __post_init__(self) -> None:
+        check_activation(self.activation)
         for name in ("num_envs", "n_steps", "cg_iters", "line_search_max_iter", "n_critic_updates", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
@@ -118,8 +125,17 @@ class Config:
 
 
 def build_network(cfg: Config, observation_space: gym.Space, action_space: gym.Space, env_id: str) -> ActorCritic:
-    return ActorCritic(observation_space, action_space, cfg.hidden_sizes, "trpo", env_id, cfg.log_std_init,
-                       normalize_observation=cfg.normalize_observation)  # fmt: skip
+    return ActorCritic(
+        observation_space,
+        action_space,
+        cfg.hidden_sizes,
+        "trpo",
+        env_id,
+        cfg.log_std_init,
+        cfg.orthogonal_init,
+        cfg.normalize_observation,
+        activation=cfg.activation,
+    )
 
 
 def natural_gradient_step(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import gymnasium as gym
@@ -158,6 +158,19 @@ def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
             target_param.lerp_(param, tau)
 
 
+ACTIVATIONS: dict[str, tuple[type[nn.Module], Callable[[torch.Tensor], torch.Tensor]]] = {
+    "tanh": (nn.Tanh, torch.tanh),
+    "relu": (nn.ReLU, torch.relu),
+}
+"""The hidden-layer nonlinearities of `ActorCritic`: tanh (the PPO and TRPO papers' choice) or ReLU."""
+
+
+def check_activation(activation: str) -> None:
+    """A ValueError naming the choices when `activation` is not one of `ACTIVATIONS`."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(map(repr, ACTIVATIONS))}, not {activation!r}")
+
+
 def orthogonal_init_(layer: nn.Linear, gain: float) -> nn.Linear:
     """Orthogonal weights scaled by `gain` and zero biases, in place (Saxe et al. 2014; PPO implementations)."""
     nn.init.orthogonal_(layer.weight, gain)
@@ -166,13 +179,14 @@ def orthogonal_init_(layer: nn.Linear, gain: float) -> nn.Linear:
 
 
 class ActorCritic(nn.Module):
-    """A policy pi(a|s) and a state value V(s) as two separate tanh MLPs over one observation encoder. For images the
+    """A policy pi(a|s) and a state value V(s) as two separate MLPs over one observation encoder. For images the
     encoder holds a learned convolutional torso: with `share_torso` (A2C and PPO, as Mnih et al. 2016 and Schulman et
     al. 2017 do on Atari) both heads read its features and both losses train it; without (TRPO, whose natural-gradient
     step must move only the policy's parameters) the value learns a torso of its own.
 
-    actor:  obs -> encoder -> tanh MLP (hidden_sizes, tanh after each layer) -> Categorical or Gaussian head
-    critic: obs -> encoder -> tanh MLP (hidden_sizes) -> V(s)
+    actor:  obs -> encoder -> MLP (hidden_sizes, `activation` after each layer) -> Categorical or Gaussian head
+    critic: obs -> encoder -> MLP (hidden_sizes, `activation` after each hidden layer) -> V(s)
+    `activation` is tanh by default (the papers' choice) or relu (rl-baselines3-zoo's MuJoCo configs).
     With `orthogonal_init` (the PPO implementation-details choice): hidden layers gain sqrt(2), the policy's output
     layer 0.01 (so the first policy is close to uniform, or to a zero-mean Gaussian), the value output 1.
     A Box action space gets an unsquashed Gaussian with a state-independent log-std; the agent clips its samples
@@ -191,8 +205,11 @@ class ActorCritic(nn.Module):
         orthogonal_init: bool = True,
         normalize_observation: bool = False,
         share_torso: bool = False,
+        activation: str = "tanh",
     ) -> None:
         super().__init__()
+        check_activation(activation)
+        activation_module, self._activation = ACTIVATIONS[activation]
         flat_size(observation_space, "observation", agent, env_id)
         check_normalizable(observation_space, normalize_observation, agent, env_id)
         self.encoder = ObservationEncoder(observation_space, normalize_observation)
@@ -202,12 +219,12 @@ class ActorCritic(nn.Module):
         in_features = self.encoder.out_features
         features = hidden_sizes[-1] if hidden_sizes else in_features
         self.actor_body = (
-            nn.Sequential(mlp(in_features, hidden_sizes[:-1], features, nn.Tanh), nn.Tanh())
+            nn.Sequential(mlp(in_features, hidden_sizes[:-1], features, activation_module), activation_module())
             if hidden_sizes
             else nn.Identity()
         )
         self.policy_head = policy_head(action_space, features, agent, env_id, log_std_init)
-        self.critic = mlp(in_features, hidden_sizes, 1, nn.Tanh)
+        self.critic = mlp(in_features, hidden_sizes, 1, activation_module)
         if orthogonal_init:
             for layer in [*self.actor_body.modules(), *self.critic.modules()]:
                 if isinstance(layer, nn.Linear):
@@ -216,7 +233,7 @@ class ActorCritic(nn.Module):
             orthogonal_init_(head.logits if isinstance(head, CategoricalHead) else head.mean, 0.01)
             orthogonal_init_(self.critic[-1], 1.0)
 
-        # The bodies' Linear layers, applied directly by `_tanh_layers`: nn.Module.__call__ costs a few microseconds
+        # The bodies' Linear layers, applied directly by `_hidden_layers`: nn.Module.__call__ costs a few microseconds
         # per layer and activation, about a third of a 64-unit MLP's forward pass on 8 rows. The modules stay
         # registered above, so parameter names (checkpoints) and .to(device) are unchanged.
         self._actor_linears = [m for m in self.actor_body.modules() if isinstance(m, nn.Linear)]
@@ -224,7 +241,7 @@ class ActorCritic(nn.Module):
 
     def distribution(self, obs: torch.Tensor) -> Distribution:
         """pi(.|s) for a batch of observations (B, *O): a Categorical over (B,) or a diagonal Gaussian over (B, A)."""
-        return self.policy_head(_tanh_layers(self.encoder(obs), self._actor_linears))  # tanh after every layer
+        return self.policy_head(_hidden_layers(self.encoder(obs), self._actor_linears, self._activation))
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """V(s) for a batch of observations (B, *O) -> (B,)."""
@@ -234,12 +251,12 @@ class ActorCritic(nn.Module):
         """pi(.|s) and V(s) of one batch, encoding the observations once where the heads share an encoder (a shared
         torso's forward and backward pass are then done once for both losses)."""
         features = self.encoder(obs)
-        distribution = self.policy_head(_tanh_layers(features, self._actor_linears))
+        distribution = self.policy_head(_hidden_layers(features, self._actor_linears, self._activation))
         return distribution, self._value_of(features if self.critic_encoder is None else self.critic_encoder(obs))
 
     def _value_of(self, features: torch.Tensor) -> torch.Tensor:
         *hidden, output = self._critic_linears
-        return F.linear(_tanh_layers(features, hidden), output.weight, output.bias).squeeze(-1)
+        return F.linear(_hidden_layers(features, hidden, self._activation), output.weight, output.bias).squeeze(-1)
 
     def actor_parameters(self) -> list[nn.Parameter]:
         """The parameters of pi (encoder, body and head), in a fixed order: TRPO's flat parameter vector. A shared
@@ -252,8 +269,10 @@ class ActorCritic(nn.Module):
         return [*own_encoder, *self.critic.parameters()]
 
 
-def _tanh_layers(x: torch.Tensor, layers: list[nn.Linear]) -> torch.Tensor:
-    """tanh(W x + b) through each layer in turn, what nn.Sequential(Linear, Tanh, ...) computes."""
+def _hidden_layers(
+    x: torch.Tensor, layers: list[nn.Linear], activation: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """activation(W x + b) through each layer in turn, what nn.Sequential(Linear, Tanh, ...) computes."""
     for layer in layers:
-        x = torch.tanh(F.linear(x, layer.weight, layer.bias))
+        x = activation(F.linear(x, layer.weight, layer.bias))
     return x

@@ -3,6 +3,8 @@ normalisation."""
 
 from __future__ import annotations
 
+import importlib
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -77,3 +79,40 @@ def test_frozen_module_passes_gradients_to_its_inputs_only():
     loss.backward()
     torch.testing.assert_close(actor.weight.grad, expected)  # the same gradient reaches the actor
     assert all(p.grad is None for p in critic.parameters())  # and none was computed for the critic
+
+
+@pytest.mark.parametrize("activation, reference", [("tanh", torch.tanh), ("relu", torch.relu)])
+def test_actor_critic_hidden_layers_apply_the_chosen_activation(activation, reference):
+    torch.manual_seed(0)
+    network = ActorCritic(gym.spaces.Box(-1, 1, (3,)), gym.spaces.Discrete(2), (16, 8), "ppo", "Box-v0",
+                          activation=activation)  # fmt: skip
+    obs = torch.randn(5, 3)
+    hidden = obs
+    for layer in (network.actor_body[0][0], network.actor_body[0][2]):  # Linear(3, 16), Linear(16, 8)
+        hidden = reference(hidden @ layer.weight.T + layer.bias)
+    logits = hidden @ network.policy_head.logits.weight.T + network.policy_head.logits.bias
+    torch.testing.assert_close(network.distribution(obs).logits, torch.log_softmax(logits, -1))
+    value = obs
+    for layer in network.critic[:-1:2]:  # the hidden Linear layers
+        value = reference(value @ layer.weight.T + layer.bias)
+    torch.testing.assert_close(
+        network.value(obs), (value @ network.critic[-1].weight.T + network.critic[-1].bias)[:, 0]
+    )
+    assert isinstance(network.critic[1], nn.ReLU if activation == "relu" else nn.Tanh)
+
+
+def test_without_orthogonal_init_the_layers_keep_pytorchs_default_initialisation():
+    torch.manual_seed(0)
+    network = ActorCritic(gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(2), (64,), "ppo", "Box-v0",
+                          orthogonal_init=False)  # fmt: skip
+    torch.manual_seed(0)
+    default = nn.Linear(4, 64)  # the first layer built, from the same seed
+    torch.testing.assert_close(network.actor_body[0][0].weight, default.weight)
+    assert network.policy_head.logits.bias.abs().sum() > 0  # orthogonal_init_ would zero every bias
+
+
+@pytest.mark.parametrize("agent", ["a2c", "ppo", "trpo"])
+def test_an_unknown_activation_is_refused_naming_the_choices(agent):
+    config = importlib.import_module(f"agents.{agent}").Config
+    with pytest.raises(ValueError, match="activation must be one of 'tanh', 'relu', not 'gelu'"):
+        config(activation="gelu")
