@@ -117,7 +117,7 @@ def unflatten_state(skeleton: Any, arrays: Mapping[str, np.ndarray]) -> Any:
             tensor = torch.from_numpy(np.array(arrays[skeleton["__tensor__"]]))
             return tensor.to(getattr(torch, skeleton["dtype"]))
         if "__array__" in skeleton:
-            return np.array(arrays[skeleton["__array__"]])
+            return arrays[skeleton["__array__"]]  # no copy: an owner copies it into its own storage on loading
         if "__items__" in skeleton:
             return {key: unflatten_state(value, arrays) for key, value in skeleton["__items__"]}
         return {key: unflatten_state(value, arrays) for key, value in skeleton.items()}

@@ -103,14 +103,17 @@ class Run:
         self.stop_requested = False
         self._arrays: dict[str, np.ndarray] = {}
         self._objects: dict[str, Stateful] = {}
+        # A resumed run's checkpoint arrays; `track` drops an object's arrays once it has copied them into the object:
+        # a replay buffer's are gigabytes on Atari, and a second copy must not live as long as the run.
         self._restored: dict[str, np.ndarray] = {}
         self._restored_meta: dict[str, Any] = {}
+        self._resumed = run_dir is not None
         global_step, episodes = 0, 0
         if run_dir is not None:
             self._restored, self._restored_meta = load_checkpoint(run_dir)
             global_step, episodes = self._check_resumable(Path(run_dir))
             restore_generator(self.rng, self._restored_meta["rng"])
-            torch.set_rng_state(torch.from_numpy(self._restored["torch_rng"]))
+            torch.set_rng_state(torch.from_numpy(self._restored.pop("torch_rng")))
         self._env_seed = spec.seed + global_step  # on resume a fresh episode: a mid-episode env state is not saved.
         self._start_step = global_step
         self.rollout = start_rollout(self.env, self._env_seed, global_step, episodes, spec.env_id)
@@ -143,7 +146,7 @@ class Run:
 
     @property
     def resumed(self) -> bool:
-        return bool(self._restored)
+        return self._resumed
 
     def state(self, name: str, initial: np.ndarray) -> np.ndarray:
         """Registers an array of learned state: the checkpoint's copy when resuming, else `initial`.
@@ -173,6 +176,8 @@ class Run:
                     f"checkpoint state {name!r} does not fit this run ({one_line(error)}); "
                     "resume with the env and config the run was started with."
                 ) from None
+            for key in [key for key in self._restored if key.startswith(f"{name}.")]:
+                del self._restored[key]  # `obj` holds its own copy now
         self._objects[name] = obj
 
     def vector_rollout(self, num_envs: int, clip_reward: float = 0.0) -> Rollout:

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import envs  # noqa: F401
 from rl.checkpoint import load_checkpoint
 from rl.errors import UserError
+from rl.replay_buffer import ReplayBuffer
 from rl.run import Run, RunSpec
 
 
@@ -160,3 +162,28 @@ def test_progress_lines_say_when_no_episode_has_ended_yet(tmp_path, capsys):
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step")]
     assert lines[0].startswith("step 10 | return - (no episode has ended yet) |") and "nan" not in lines[0]
     assert lines[1].startswith("step 20 | return 3.5 |")
+
+
+def test_a_resumed_run_keeps_no_second_copy_of_the_checkpoint_arrays(tmp_path):
+    def filled_buffer() -> ReplayBuffer:
+        return ReplayBuffer(2_000, obs_shape=(1_000,))  # obs and next_obs: 16 MB together
+
+    with Run(spec(tmp_path, total_steps=10), {}) as first:
+        buffer = filled_buffer()
+        for _ in range(2_000):
+            obs = np.ones((1, 1_000), np.float32)
+            buffer.add(obs, np.zeros(1, np.int64), np.zeros(1), obs, np.zeros(1, bool), np.zeros(1, bool))
+        first.track("buffer", buffer)
+        walk(first)
+    del buffer
+    stored = 2 * 2_000 * 1_000 * 4
+
+    tracemalloc.start()
+    with Run(spec(tmp_path, total_steps=20), {}, run_dir=first.run_dir) as resumed:
+        restored = filled_buffer()
+        resumed.track("buffer", restored)
+        held, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert len(restored) == 2_000
+    assert held < 1.2 * stored  # the buffer's own storage, not the checkpoint's copy besides
+    assert peak < 2.2 * stored  # while loading: the checkpoint's arrays and the storage they are copied into
