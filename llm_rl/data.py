@@ -78,7 +78,8 @@ def problem_from_row(row: Any, source: str, number: int) -> Problem:
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed row) for every non-blank line; a MalformedRow in place of a row that is not JSON."""
+    """(line number, parsed row) for every non-blank line; a MalformedRow in place of a row that is not JSON or that
+    Python's json cannot read (a huge integer, deep nesting)."""
     with path.open(encoding="utf-8-sig", errors="replace") as file:  # -sig drops a leading BOM (Notepad writes one)
         for number, line in enumerate(file, start=1):
             if not line.strip():
@@ -87,6 +88,10 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
                 yield number, json.loads(line)
             except json.JSONDecodeError as error:
                 yield number, MalformedRow(f"not valid JSON ({error.msg})")
+            except ValueError:  # Python refuses to convert integer literals of over 4,300 digits (sys.int_info)
+                yield number, MalformedRow("not readable JSON (an integer literal of thousands of digits)")
+            except RecursionError:  # json's decoder recurses once per nested [ or {
+                yield number, MalformedRow("not readable JSON (nested too deeply)")
 
 
 def _parquet_rows(path: Path) -> Iterator[tuple[int, Any]]:

@@ -77,6 +77,8 @@ def test_malformed_rows_are_skipped_with_their_line_numbers(tmp_path):
         '{"answer": "1"}',
         '{"question": "q", "answer": NaN}',  # Python's json reads NaN and Infinity; no completion can match them
         '{"question": "q", "answer": -Infinity}',
+        '{"question": "q", "answer": ' + "9" * 5000 + "}",  # over Python's 4,300-digit int conversion limit
+        '{"question": "q", "answer": "1", "x": ' + "[" * 100_000 + "]" * 100_000 + "}",  # RecursionError in json
     ],
 )
 def test_kinds_of_malformed_rows(tmp_path, bad):
