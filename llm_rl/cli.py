@@ -253,7 +253,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     check_device(args.device, "--device")
     task = get_task(args.task) if args.task else None
     if args.data:
-        problems = load_problems(args.data, limit=args.n)
+        problems = load_problems(args.data, limit=args.n, task=task)
     else:
         problems = held_out_problems(task, args.n or DEFAULT_EVAL_PROBLEMS, args.seed, args.levels or ())
     torch.set_num_threads(args.threads)

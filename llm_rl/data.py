@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_rl import rewards
-from llm_rl.tasks import Problem
+from llm_rl.tasks import Problem, Task
 from rl.errors import UserError
 
 MAX_BAD_FRACTION = 0.5
@@ -114,8 +114,20 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int, Any]]:
 READERS = {".jsonl": _jsonl_rows, ".parquet": _parquet_rows}
 
 
-def load_problems(path: str | Path, limit: int | None = None) -> list[Problem]:
-    """The problems in a .jsonl or .parquet file (at most `limit`), malformed rows skipped with a warning."""
+def check_task_question(problem: Problem, task: Task | None, where: str) -> None:
+    """A UserError unless the task's verifier can read the problem's question (only countdown's reads questions):
+    a file of another task's rows would otherwise fail at the first completion it scores, mid-run."""
+    if task is None or task.reads_question is None or task.reads_question(problem.question):
+        return
+    raise UserError(
+        f"{where}: {problem.question[:60]!r} is not a {task.name} problem like {task.example!r}; pass a file of "
+        f"{task.name} problems or the --task its rows belong to."
+    )
+
+
+def load_problems(path: str | Path, limit: int | None = None, task: Task | None = None) -> list[Problem]:
+    """The problems in a .jsonl or .parquet file (at most `limit`), malformed rows skipped with a warning; every
+    question must be one of `task`'s when its verifier reads questions (`check_task_question`)."""
     path = Path(path)
     if path.suffix not in READERS:
         raise UserError(f"{path} is neither .jsonl nor .parquet; convert it to JSONL with one object per line.")
@@ -129,6 +141,7 @@ def load_problems(path: str | Path, limit: int | None = None) -> list[Problem]:
             if isinstance(row, MalformedRow):
                 raise row
             problems.append(problem_from_row(row, path.stem, number))
+            check_task_question(problems[-1], task, f"{path} {unit} {number}")
         except MalformedRow as error:
             bad.append((number, str(error)))
             if len(bad) <= MAX_WARNINGS:

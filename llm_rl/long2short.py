@@ -231,7 +231,7 @@ def task_problems(args: argparse.Namespace) -> tuple[list[Problem], Check | None
         raise UserError("rl llm shortest needs --task NAME or --data FILE to know which problems to answer.")
     task = get_task(args.task) if args.task else None
     if args.data:
-        return load_problems(args.data, limit=args.problems), task.check if task else None
+        return load_problems(args.data, limit=args.problems, task=task), task.check if task else None
     levels = tuple(args.levels or task.levels)
     rng = np.random.default_rng(args.seed)
     return [task.sample(rng, levels[i % len(levels)], "train") for i in range(args.problems)], task.check

@@ -156,7 +156,7 @@ class RLResult:
 def problem_pool(task: Task, spec: RLSpec, cfg: RLConfig) -> list[Problem]:
     """The training problems: the rows of --data, or `pool_size` train-split problems spread over the levels."""
     if spec.data is not None:
-        return load_problems(spec.data)
+        return load_problems(spec.data, task=task)
     levels = cfg.levels or task.levels
     for level in levels:
         if level not in task.levels:

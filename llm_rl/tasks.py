@@ -100,6 +100,11 @@ class Task:
     """Draws one problem at a level, whatever its split."""
     check: Callable[[Problem, str], bool]
     """Whether a completion's final answer is correct for the problem."""
+    reads_question: Callable[[str], bool] | None = None
+    """Whether a question is one of this task's problems, for a task whose `check` reads the question (countdown:
+    any expression of the given numbers counts); None when `check` needs only the reference answer."""
+    example: str = ""
+    """A question of this task, for error messages."""
 
     def sample(self, rng: np.random.Generator, level: int, split: str = "train") -> Problem:
         """A problem at `level` from `split` ("train" or "held_out"), drawing again until the split matches."""
@@ -233,9 +238,18 @@ def generate_countdown(rng: np.random.Generator, level: int) -> Problem:
 
 
 def countdown_numbers(question: str) -> tuple[list[int], int]:
-    """The given numbers and the target of a countdown question."""
+    """The given numbers and the target of a countdown question; ValueError if it is not one ("Q: 6+8=")."""
     given, target = question.removeprefix("Q: ").split(" -> ")
     return [int(x) for x in given.split()], int(target)
+
+
+def is_countdown_question(question: str) -> bool:
+    """Whether `question` reads as a countdown puzzle, "Q: 3 7 25 50 -> 182"."""
+    try:
+        countdown_numbers(question)
+    except ValueError:  # a wrong number of " -> " (unpacking), or a part that is not an integer
+        return False
+    return True
 
 
 def _countdown_leaves(node: expressions.Node) -> list[int] | None:
@@ -266,9 +280,12 @@ def check_countdown_expression(numbers: list[int], target: int, expression: str)
 
 
 def check_countdown(problem: Problem, completion: str) -> bool:
-    """Whether the completion's Answer line is a valid countdown expression for the problem."""
+    """Whether the completion's Answer line is a valid countdown expression for the problem; False, not an error,
+    when the question is no countdown puzzle (a data file's rows are as untrusted as the model's output)."""
     expression = rewards.extract_answer_line(completion)
-    return expression is not None and check_countdown_expression(*countdown_numbers(problem.question), expression)
+    if expression is None or not is_countdown_question(problem.question):
+        return False
+    return check_countdown_expression(*countdown_numbers(problem.question), expression)
 
 
 def solve_countdown(numbers: list[int], target: int) -> str | None:
@@ -302,15 +319,15 @@ def solve_countdown(numbers: list[int], target: int) -> str | None:
 TASKS = {
     "addition": Task(
         "addition", levels=(1, 2, 3, 4, 5, 6), held_out_levels=(1, 2, 3, 4, 5, 6), generate=generate_addition,
-        check=check_integer_answer,
+        check=check_integer_answer, example="Q: 47+85=",
     ),
     "multiplication": Task(
         "multiplication", levels=(1, 2, 3, 4, 5), held_out_levels=(1, 2, 3, 4, 5), generate=generate_multiplication,
-        check=check_integer_answer,
+        check=check_integer_answer, example="Q: 47*85=",
     ),
     "countdown": Task(
         "countdown", levels=(1, 2, 3, 4), held_out_levels=(1, 2, 3, 4), generate=generate_countdown,
-        check=check_countdown,
+        check=check_countdown, reads_question=is_countdown_question, example="Q: 3 7 25 50 -> 182",
     ),
 }  # fmt: skip
 

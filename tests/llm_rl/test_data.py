@@ -11,6 +11,7 @@ import pytest
 
 from llm_rl.data import load_problems
 from llm_rl.rewards import is_correct
+from llm_rl.tasks import get_task
 from rl.errors import UserError
 
 GSM8K_ROW = {
@@ -161,3 +162,12 @@ def test_parquet_without_pyarrow_says_how_to_fix_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     with pytest.raises(UserError, match="needs pyarrow; install it with `pip install pyarrow`"):
         load_problems(path)
+
+
+def test_rows_must_be_puzzles_of_a_task_whose_verifier_reads_the_question(tmp_path):
+    path = tmp_path / "adds.jsonl"
+    write_jsonl(path, [{"question": "Q: 3 7 -> 21", "answer": "3*7"}, {"question": "Q: 6+8=", "answer": "14"}])
+    with pytest.raises(UserError, match=r"adds.jsonl line 2: 'Q: 6\+8=' is not a countdown problem like 'Q: 3 7 25"):
+        load_problems(path, task=get_task("countdown"))
+    assert [p.answer for p in load_problems(path, task=get_task("addition"))] == ["3*7", "14"]  # answers suffice
+    assert len(load_problems(path, limit=1, task=get_task("countdown"))) == 1

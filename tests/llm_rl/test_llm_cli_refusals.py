@@ -84,3 +84,16 @@ def test_a_model_config_without_a_key_names_the_key_and_the_file(cli, tmp_path, 
     code, _, err = cli("llm", "eval", str(model), "--task", "addition", "--n", "1")
     assert code == 2
     assert err == f"error: {model / 'config.json'} has no {key!r} field; restore the file from the original download.\n"
+
+
+def test_a_data_file_of_another_task_is_refused_before_any_run_starts(cli, tmp_path, warm_model):
+    data = tmp_path / "adds.jsonl"
+    data.write_text('{"question": "Q: 6+8=", "answer": "14"}\n')
+    runs, out = tmp_path / "runs", tmp_path / "short.jsonl"
+    commands = [["eval", warm_model], ["train", "--init", warm_model, "--runs-dir", str(runs)],
+                ["shortest", "--init", warm_model, "--out", str(out)]]  # fmt: skip
+    for argv in commands:
+        code, _, err = cli("llm", *argv, "--task", "countdown", "--data", str(data))
+        assert code == 2 and err.startswith(f"error: {data} line 1: 'Q: 6+8=' is not a countdown problem like ")
+        assert len(err.strip().splitlines()) == 1
+    assert not runs.exists() and not out.exists()

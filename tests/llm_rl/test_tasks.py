@@ -179,6 +179,12 @@ def test_countdown_check_by_hand(answer, ok):
     assert TASKS["countdown"].check(p, f"14-1=13\n13*2=26\nAnswer: {answer}") is ok
 
 
+@pytest.mark.parametrize("question", ["Q: 6+8=", "Q: 3 7 -> x", "Q: 1 -> 2 -> 3", "Q: 3 7 -> " + "9" * 5000, ""])
+def test_countdown_check_of_a_question_that_is_no_puzzle_is_false_not_an_error(question):
+    assert not tasks.is_countdown_question(question)
+    assert TASKS["countdown"].check(Problem(question, "14", "", 1, "data", "x"), "Answer: 14") is False
+
+
 def test_every_solution_checks_and_wrong_answers_do_not():
     for p in all_problems(count=10):
         task = TASKS[p.task]
