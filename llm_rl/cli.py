@@ -23,7 +23,7 @@ import sys
 from collections import Counter
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llm_rl.long2short import add_long2short_parsers
 from rl.config import (
@@ -38,9 +38,14 @@ from rl.config import (
 )
 from rl.errors import UserError
 
+if TYPE_CHECKING:
+    from llm_rl.evaluate import Check
+    from llm_rl.tasks import Problem, Task
+
 EXIT_INTERRUPTED = 130
 DEFAULT_EVAL_PROBLEMS = 300
 """Problems `rl llm eval` draws from a task when --n is not given (50 per level for addition's six)."""
+DATA_CHECK_HELP = "; completions are checked against each row's answer by value (countdown's by its own verifier)"
 
 
 def add_llm_parser(llm: argparse.ArgumentParser) -> None:
@@ -78,7 +83,9 @@ def add_llm_parser(llm: argparse.ArgumentParser) -> None:
     )
     evaluate.add_argument("--model", metavar="PATH", help="Hugging Face causal LM directory (instead of CHECKPOINT)")
     evaluate.add_argument("--task", help="task whose held-out problems and verifier to use")
-    evaluate.add_argument("--data", help="JSONL or Parquet file of problems instead of the task's generator")
+    evaluate.add_argument(
+        "--data", help="JSONL or Parquet file of problems instead of the task's generator" + DATA_CHECK_HELP
+    )
     evaluate.add_argument(
         "--n", type=at_least(1), help=f"problems: from the task, over its levels (default {DEFAULT_EVAL_PROBLEMS}); "
         "from --data, the first N rows (default all)"
@@ -114,7 +121,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--init", metavar="CHECKPOINT", help="model directory to start from (an sft run or its model)")
     train.add_argument("--model", metavar="PATH", help="Hugging Face causal LM directory to start from (as --init)")
     train.add_argument("--task", help="task whose verifier and held-out problems to use")
-    train.add_argument("--data", help="JSONL or Parquet file of training problems instead of the task's generator")
+    train.add_argument(
+        "--data", help="JSONL or Parquet file of training problems instead of the task's generator" + DATA_CHECK_HELP
+    )
     train.add_argument("--runs-dir", default="runs", help="parent directory of the run directory")
     train.add_argument("--seed", type=seed_type(), default=0)
     train.add_argument("--config", help="TOML file of RL config fields")
@@ -236,12 +245,22 @@ def checkpoint_dir(path: Path) -> Path:
     return path / MODEL_DIR if (path / MODEL_DIR / "config.json").is_file() else path
 
 
+def eval_problems(args: argparse.Namespace, task: Task | None) -> tuple[list[Problem], Check]:
+    """The problems `rl llm eval` scores and their verifier: --data's rows checked by value as training checks them
+    (`llm_rl.data.row_check`), or the task's held-out problems checked by its own verifier."""
+    from llm_rl.data import load_problems, row_check
+    from llm_rl.evaluate import held_out_problems
+
+    if args.data:
+        return load_problems(args.data, limit=args.n, task=task), row_check(task)
+    return held_out_problems(task, args.n or DEFAULT_EVAL_PROBLEMS, args.seed, args.levels or ()), task.check
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from llm_rl.causal_lm import load_causal_lm_and_tokenizer
-    from llm_rl.data import load_problems
-    from llm_rl.evaluate import evaluate, held_out_problems
+    from llm_rl.evaluate import evaluate
     from llm_rl.tasks import get_task
 
     given = one_model_path(args.checkpoint, args.model, "CHECKPOINT")
@@ -252,17 +271,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UserError("rl llm eval needs --task NAME or --data FILE to know what to evaluate on.")
     check_device(args.device, "--device")
     task = get_task(args.task) if args.task else None
-    if args.data:
-        problems = load_problems(args.data, limit=args.n, task=task)
-    else:
-        problems = held_out_problems(task, args.n or DEFAULT_EVAL_PROBLEMS, args.seed, args.levels or ())
+    problems, check = eval_problems(args, task)
     torch.set_num_threads(args.threads)
     model, tokenizer = load_causal_lm_and_tokenizer(path, dtype=torch.float32, device=args.device)
     temperature = args.temperature if args.temperature is not None else (0.0 if args.samples == 1 else 1.0)
     result = evaluate(
         model, tokenizer, problems, samples=args.samples, batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens, temperature=temperature, seed=args.seed,
-        check=task.check if task else None,
+        max_new_tokens=args.max_new_tokens, temperature=temperature, seed=args.seed, check=check,
     )  # fmt: skip
     counts = Counter(problem.level for problem in problems)
     for level, accuracy in result.per_level.items():

@@ -10,7 +10,13 @@ Each row is an object with a question and a reference answer, in any of these sh
 A malformed row (not JSON, not an object, no question, no answer, an answer of NaN or Infinity) is skipped with a
 warning that names its line (row for Parquet); a file where more than MAX_BAD_FRACTION of the rows are malformed
 stops with a UserError, as that is almost always the wrong file or the wrong field names. A JSONL file may start
-with a UTF-8 byte-order mark. Check a completion with `llm_rl.rewards.is_correct(completion, problem.answer)`.
+with a UTF-8 byte-order mark.
+
+A completion to a row is checked against the row's answer by `llm_rl.rewards.is_correct` (numbers, fractions, LaTeX
+and expressions compared by value), in `rl llm eval`, `train` and `shortest` alike, whatever --task says
+(`row_check`). The one exception is a task whose verifier reads the question (countdown, where any expression of the
+given numbers counts and the row's answer is only one of them): its verifier scores the rows, which must then all be
+its puzzles (`check_task_question`).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import json
 import math
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +118,17 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 READERS = {".jsonl": _jsonl_rows, ".parquet": _parquet_rows}
+
+
+def answer_matches(problem: Problem, completion: str) -> bool:
+    """Whether the completion's final answer equals the row's answer by value (`llm_rl.rewards.is_correct`)."""
+    return rewards.is_correct(completion, problem.answer)
+
+
+def row_check(task: Task | None) -> Callable[[Problem, str], bool]:
+    """The verifier of a data file's rows (module docstring): `answer_matches`, or the task's when it reads the
+    question. The tasks' own exact checks would score "Answer: 0.5" wrong against a row's \\frac{1}{2}."""
+    return task.check if task is not None and task.reads_question is not None else answer_matches
 
 
 def check_task_question(problem: Problem, task: Task | None, where: str) -> None:

@@ -1,8 +1,9 @@
 """Accuracy and pass@k of a language model on problems with verifiable answers, by batched generation.
 
 Each problem's prompt is `<bos> problem.prompt` (no <bos> when the model has none); `samples` completions are drawn
-per problem with `llm_rl.sampling.generate` (greedy at temperature 0) and checked with the task's verifier, or with
-`llm_rl.rewards.is_correct` against the reference answer for problems read from a file.
+per problem with `llm_rl.sampling.generate` (greedy at temperature 0) and checked with `check`: the task's verifier
+for its own problems, `llm_rl.data.row_check`'s for rows of a file; without one, `llm_rl.rewards.is_correct` against
+the reference answer.
 
 pass@k, Chen et al. (2021), "Evaluating large language models trained on code", eq. 1: with n samples of which c
 are correct, the unbiased estimate of the chance that at least one of k samples is correct is

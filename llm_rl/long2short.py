@@ -224,14 +224,14 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 def task_problems(args: argparse.Namespace) -> tuple[list[Problem], Check | None]:
     """The problems to sample for (from --data or the task's train split) and the task's verifier, if any."""
-    from llm_rl.data import load_problems
+    from llm_rl.data import load_problems, row_check
     from llm_rl.tasks import get_task
 
     if args.task is None and args.data is None:
         raise UserError("rl llm shortest needs --task NAME or --data FILE to know which problems to answer.")
     task = get_task(args.task) if args.task else None
     if args.data:
-        return load_problems(args.data, limit=args.problems, task=task), task.check if task else None
+        return load_problems(args.data, limit=args.problems, task=task), row_check(task)
     levels = tuple(args.levels or task.levels)
     rng = np.random.default_rng(args.seed)
     return [task.sample(rng, levels[i % len(levels)], "train") for i in range(args.problems)], task.check

@@ -26,7 +26,8 @@ The same loop trains two baselines; only the objective differs (`llm_rl.objectiv
 
 Deviations and choices:
 1. The training problems are a fixed pool (drawn once from the task's train split, or read from --data), so that the
-   samplers can track each problem's success rate.
+   samplers can track each problem's success rate. Rows of --data are checked against their answers by value, as
+   `rl llm eval --data` checks them (`llm_rl.data.row_check`); the task's verifier checks its own problems.
 2. pi_theta_i's log-probabilities are recomputed with one forward pass after sampling (the sampler's cached ones
    differ by float error), so the log-ratio is exactly 0 at the first step.
 3. `charts/entropy` is the Monte Carlo estimate mean(-log pi(y_t)) over the sampled tokens (unbiased at
@@ -73,7 +74,7 @@ import torch
 from tokenizers import Tokenizer
 
 from llm_rl.causal_lm import CausalLM
-from llm_rl.data import load_problems
+from llm_rl.data import load_problems, row_check
 from llm_rl.distributed import (
     Ranks,
     all_gather_rows,
@@ -153,16 +154,18 @@ class RLResult:
     """False on the ranks other than rank 0 of a data-parallel run, which neither log nor save."""
 
 
-def problem_pool(task: Task, spec: RLSpec, cfg: RLConfig) -> list[Problem]:
-    """The training problems: the rows of --data, or `pool_size` train-split problems spread over the levels."""
+def problem_pool(task: Task, spec: RLSpec, cfg: RLConfig) -> tuple[list[Problem], Check]:
+    """The training problems and their verifier: the rows of --data, checked against their answers as `rl llm eval`
+    checks them (`llm_rl.data.row_check`), or `pool_size` train-split problems spread over the levels, checked by the
+    task's verifier."""
     if spec.data is not None:
-        return load_problems(spec.data, task=task)
+        return load_problems(spec.data, task=task), row_check(task)
     levels = cfg.levels or task.levels
     for level in levels:
         if level not in task.levels:
             raise UserError(f"{task.name} has no level {level}; set levels to some of {list(task.levels)}.")
     rng = np.random.default_rng(spec.seed + 2)
-    return [task.sample(rng, levels[i % len(levels)], "train") for i in range(cfg.pool_size)]
+    return [task.sample(rng, levels[i % len(levels)], "train") for i in range(cfg.pool_size)], task.check
 
 
 def run_config(cfg: RLConfig, spec: RLSpec) -> dict:
@@ -245,7 +248,7 @@ def train(cfg: RLConfig, spec: RLSpec, resume: Path | None = None) -> RLResult:
     ranks = init_ranks(cfg.device)
     check_parallel_setup(cfg, ranks)
     task = get_task(spec.task)
-    pool = problem_pool(task, spec, cfg)
+    pool, check = problem_pool(task, spec, cfg)
     eval_levels = tuple(lv for lv in task.held_out_levels if not cfg.levels or lv in cfg.levels)
     eval_set = held_out_problems(task, cfg.eval_problems * len(eval_levels), spec.seed + 1, eval_levels)
     learner, policy, tokenizer, reference = new_learner(cfg, spec, resume, ranks, pool, seed_everything(spec.seed))
@@ -271,7 +274,7 @@ def train(cfg: RLConfig, spec: RLSpec, resume: Path | None = None) -> RLResult:
             started = time.perf_counter()
             length_weight = cfg.length_penalty_weight if iteration >= cfg.length_penalty_warmup else 0.0
             with gathered(policy):
-                exp, indices = gather(learner, reference, pool, codec, task.check, cfg, length_weight, iteration, ranks)
+                exp, indices = gather(learner, reference, pool, codec, check, cfg, length_weight, iteration, ranks)
             model.train()
             totals = None
             if exp is not None:  # None: partial rollouts where no group finished this iteration
