@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from llm_rl.hf_io import ARCHITECTURES, COMPANION_FILES, load_model, load_tokenizer, read_json, save_pretrained
 from llm_rl.model import KVCache, ModelConfig, Transformer
-from rl.errors import UserError
+from rl.errors import UserError, one_line
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -121,6 +121,11 @@ def architecture(path: Path) -> str:
     """The first entry of config.json's `architectures`."""
     config = read_json(path / "config.json")
     names = config.get("architectures") or []
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise UserError(
+            f"{path / 'config.json'} has an architectures field that is not a list of class names; restore the file "
+            "from the original download."
+        )
     if not names and "spec" in config:
         raise UserError(
             f"{path} is a training run directory, not a language model; pass the model directory of an `rl llm sft` "
@@ -138,7 +143,13 @@ def load_causal_lm(path: str | Path, dtype: torch.dtype | None = None, device: t
         return load_model(path, dtype, device)
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(path)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as error:  # an unknown model_type or architecture, a missing field
+        raise UserError(
+            f"transformers cannot read {path / 'config.json'} ({one_line(error)}); check its model_type and "
+            "architectures, or upgrade transformers for a newer model family."
+        ) from None
     scaled = [name for name in LOGIT_TRANSFORMS if getattr(config, name, None) not in (None, 1, 1.0)]
     if scaled:
         raise UserError(f"{path} rescales its logits ({scaled[0]}), which llm_rl does not support; pick another model.")

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from llm_rl.model import Llama3RopeScaling, ModelConfig, Transformer
 from rl.checkpoint import atomic_write_bytes, atomic_write_json
-from rl.errors import UserError
+from rl.errors import UserError, one_line
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -34,12 +34,18 @@ COMPANION_FILES = ("tokenizer_config.json", "special_tokens_map.json", "generati
 
 
 def read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in a model directory's file; a UserError naming the file if it is missing or not an object."""
     try:
-        return json.loads(path.read_text())
+        content = json.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{path} is missing; pass a Hugging Face model directory (one with config.json).") from None
     except json.JSONDecodeError as error:
         raise UserError(f"{path} is not valid JSON ({error}); restore it from the original download.") from None
+    if not isinstance(content, dict):
+        raise UserError(
+            f"{path} holds a JSON {type(content).__name__}, not an object; restore it from the original download."
+        )
+    return content
 
 
 def rope_fields(hf: dict[str, Any]) -> tuple[float, Llama3RopeScaling | None]:
@@ -161,8 +167,11 @@ def read_weights(path: Path, device: torch.device | str) -> dict[str, torch.Tens
 def read_config(path: Path, generation: dict[str, Any] | None) -> ModelConfig:
     """Our config from path/config.json; a key it lacks or a value of the wrong kind is a UserError naming the file."""
     file = path / "config.json"
+    content = read_json(file)
     try:
-        return config_from_hf(read_json(file), generation)
+        return config_from_hf(content, generation)
+    except UserError as error:  # an architecture or option llm_rl does not load: say which file asks for it
+        raise UserError(f"{file}: {error}") from None
     except KeyError as error:
         raise UserError(
             f"{file} has no {error.args[0]!r} field; restore the file from the original download."
@@ -208,7 +217,13 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         raise UserError(
             f"{file} is missing; save the tokenizer with transformers' AutoTokenizer.save_pretrained (fast tokenizer)."
         )
-    return Tokenizer.from_file(str(file))
+    try:
+        return Tokenizer.from_file(str(file))
+    except Exception as error:  # tokenizers raises a bare Exception ("Model missing" for `{}`)
+        raise UserError(
+            f"{file} is not a tokenizer `tokenizers` can read ({one_line(error)}); restore it from the original "
+            "download or save it again with transformers' AutoTokenizer.save_pretrained (fast tokenizer)."
+        ) from None
 
 
 def load_pretrained(

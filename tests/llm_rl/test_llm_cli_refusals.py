@@ -97,3 +97,28 @@ def test_a_data_file_of_another_task_is_refused_before_any_run_starts(cli, tmp_p
         assert code == 2 and err.startswith(f"error: {data} line 1: 'Q: 6+8=' is not a countdown problem like ")
         assert len(err.strip().splitlines()) == 1
     assert not runs.exists() and not out.exists()
+
+
+@pytest.mark.parametrize(
+    "file, content, message",
+    [
+        ("config.json", "[1, 2]", "config.json holds a JSON list, not an object; restore it"),
+        ("config.json", '{"architectures": "LlamaForCausalLM"}', "config.json has an architectures field that is not"),
+        ("config.json", '{"architectures": ["FooForCausalLM"], "model_type": "foo"}',
+         "transformers cannot read {model}/config.json (The checkpoint you are trying to load has model type `foo`"),
+        ("config.json", '{"architectures": ["FooForCausalLM"]}', "transformers cannot read {model}/config.json ("),
+        ("tokenizer.json", "{}", "tokenizer.json is not a tokenizer `tokenizers` can read ("),
+        ("tokenizer.json", "[]", "tokenizer.json is not a tokenizer `tokenizers` can read ("),
+    ],
+)  # fmt: skip
+def test_a_broken_model_directory_is_one_line_naming_the_file(cli, tmp_path, warm_model, file, content, message):
+    model = Path(shutil.copytree(warm_model, tmp_path / "model"))
+    (model / file).write_text(content)
+    errors = []
+    for argv in (["eval", str(model), "--task", "addition", "--n", "1"], ["merge", str(model), str(model), "--out",
+                 str(tmp_path / "merged")]):  # fmt: skip
+        code, _, err = cli("llm", *argv)
+        assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+        assert str(model / file) in err
+        errors.append(err)
+    assert message.format(model=model) in errors[0]  # merge loads only Llama and Qwen2, and says that instead
