@@ -49,6 +49,7 @@ from rl.images import image_layout
 from rl.networks import adam, check_normalizable, frozen, polyak_update, update_observation_statistics
 from rl.replay_buffer import ReplayBatch, ReplayBuffer
 from rl.run import Run
+from rl.schedules import Periodic
 from rl.spaces import flat_size
 
 
@@ -293,7 +294,8 @@ def train_actor_critic(
     critic_updates = run.state("critic_updates", np.zeros(1, dtype=np.int64))  # TD3's delay counts on across resumes
     noise = NOISES[cfg.noise](cfg, (cfg.num_envs, *action_space.shape))
 
-    next_train = max(cfg.learning_starts, rollout.global_step + cfg.train_frequency)
+    first_phase = max(cfg.learning_starts, rollout.global_step + cfg.train_frequency)
+    train_phase = run.track("train_phase", Periodic(first_phase, cfg.train_frequency))
     next_log, stats = rollout.global_step + cfg.log_every, []
     while run.keep_going():
         if rollout.global_step < cfg.learning_starts:
@@ -309,8 +311,7 @@ def train_actor_critic(
             networks = (nets.actor, nets.critics, nets.target_actor, nets.target_critics)
             update_observation_statistics(networks, torch.as_tensor(np.asarray(t.obs)))
 
-        if rollout.global_step >= next_train:
-            next_train = rollout.global_step + cfg.train_frequency
+        if train_phase.due(rollout.global_step):
             for _ in range(cfg.gradient_steps):
                 critic_updates += 1
                 update_actor = critic_updates[0] % policy_delay == 0

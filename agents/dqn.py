@@ -45,7 +45,7 @@ from rl.networks import (
 )
 from rl.replay_buffer import ReplayBatch, ReplayBuffer
 from rl.run import Run
-from rl.schedules import linear_schedule
+from rl.schedules import Periodic, linear_schedule
 from rl.spaces import discrete_size, flat_size
 
 ACTION_HINT = "DQN picks among finitely many actions; pick an env with Discrete actions, or ddpg for continuous ones"
@@ -213,8 +213,10 @@ def train(cfg: Config, run: Run) -> np.ndarray:
         buffer.discard_pending()  # the envs restart with fresh episodes; half-built n-step windows would join two
 
     total_steps = spec.total_steps or 10**9
-    next_train = max(cfg.learning_starts, rollout.global_step + cfg.train_frequency)
-    next_target_update = rollout.global_step + cfg.target_update_interval
+    first_phase = max(cfg.learning_starts, rollout.global_step + cfg.train_frequency)
+    train_phase = run.track("train_phase", Periodic(first_phase, cfg.train_frequency))
+    first_target_update = rollout.global_step + cfg.target_update_interval
+    target_update = run.track("target_update", Periodic(first_target_update, cfg.target_update_interval))
     while run.keep_going():
         step = rollout.global_step
         epsilon = linear_schedule(cfg.epsilon_start, cfg.epsilon_end, cfg.exploration_steps, step)
@@ -225,8 +227,7 @@ def train(cfg: Config, run: Run) -> np.ndarray:
         if cfg.normalize_observation:  # the acted-on observations; online and target networks alike
             update_observation_statistics((q_network, target_network), torch.as_tensor(np.asarray(t.obs)))
 
-        if rollout.global_step >= next_train and len(buffer) >= cfg.batch_size:
-            next_train = rollout.global_step + cfg.train_frequency
+        if len(buffer) >= cfg.batch_size and train_phase.due(rollout.global_step):
             beta = linear_schedule(cfg.prioritized_beta, 1.0, total_steps, rollout.global_step)
             losses, q_means = [], []
             for _ in range(cfg.gradient_steps):
@@ -236,8 +237,7 @@ def train(cfg: Config, run: Run) -> np.ndarray:
             run.log("losses/td_loss", np.mean(losses))
             run.log("charts/q_values", np.mean(q_means))
             run.log("charts/epsilon", epsilon)
-        if rollout.global_step >= next_target_update:
-            next_target_update = rollout.global_step + cfg.target_update_interval
+        if target_update.due(rollout.global_step):
             polyak_update(target_network, q_network, cfg.tau)
 
     return run.evaluate(greedy_policy(q_network, device))

@@ -51,6 +51,7 @@ from rl.networks import (
 )
 from rl.replay_buffer import ReplayBatch
 from rl.run import Run
+from rl.schedules import Periodic
 from rl.spaces import flat_size
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
@@ -243,7 +244,8 @@ def train(cfg: Config, run: Run) -> np.ndarray:
             run.track(name, obj)
     target_entropy = -float(np.prod(action_space.shape)) if cfg.target_entropy is None else cfg.target_entropy
 
-    next_train = max(cfg.learning_starts, rollout.global_step + cfg.train_frequency)
+    first_phase = max(cfg.learning_starts, rollout.global_step + cfg.train_frequency)
+    train_phase = run.track("train_phase", Periodic(first_phase, cfg.train_frequency))
     next_log, stats = rollout.global_step + cfg.log_every, []
     while run.keep_going():
         if rollout.global_step < cfg.learning_starts:
@@ -257,8 +259,7 @@ def train(cfg: Config, run: Run) -> np.ndarray:
             networks = (nets.actor, nets.critics, nets.target_critics)
             update_observation_statistics(networks, torch.as_tensor(np.asarray(t.obs)))
 
-        if rollout.global_step >= next_train:
-            next_train = rollout.global_step + cfg.train_frequency
+        if train_phase.due(rollout.global_step):
             for _ in range(cfg.gradient_steps):
                 stats.append(update(nets, buffer.sample(cfg.batch_size, run.rng), target_entropy, cfg.tau))
         if rollout.global_step >= next_log and stats:

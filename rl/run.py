@@ -16,7 +16,7 @@ import shutil
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -51,6 +51,9 @@ class Stateful(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> Any: ...
+
+
+StatefulT = TypeVar("StatefulT", bound=Stateful)
 
 
 @dataclass(frozen=True)
@@ -164,9 +167,9 @@ class Run:
         self._arrays[name] = initial
         return initial
 
-    def track(self, name: str, obj: Stateful) -> None:
+    def track(self, name: str, obj: StatefulT) -> StatefulT:
         """Registers an object with `state_dict()` and `load_state_dict()` (a network, an optimiser, a replay buffer):
-        restored now when resuming, saved at every checkpoint."""
+        restored now when resuming, saved at every checkpoint. Returns `obj`."""
         skeletons = self._restored_meta.get("objects", {})
         if name in skeletons:
             try:
@@ -179,6 +182,7 @@ class Run:
             for key in [key for key in self._restored if key.startswith(f"{name}.")]:
                 del self._restored[key]  # `obj` holds its own copy now
         self._objects[name] = obj
+        return obj
 
     def vector_rollout(self, num_envs: int, clip_reward: float = 0.0) -> Rollout:
         """Moves the run onto N copies of its env stepping together; env i is seeded with seed + i. With
