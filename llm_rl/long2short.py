@@ -80,6 +80,7 @@ def merge_models(path_a: str | Path, path_b: str | Path, weight: float, out_path
             raise UserError(f"{path} has no config.json; pass Hugging Face model directories (RUN_DIR/model).")
         architecture(Path(path))  # a training run's config.json is not a model's: say so, not "architecture None"
     check_merge_out(Path(out_path), path_a, path_b)
+    make_parent(Path(out_path), "--out")
     model_a, tokenizer_a = load_pretrained(path_a)
     model_b, tokenizer_b = load_pretrained(path_b)
     different = [f.name for f in fields(model_a.cfg) if getattr(model_a.cfg, f.name) != getattr(model_b.cfg, f.name)]
@@ -92,7 +93,11 @@ def merge_models(path_a: str | Path, path_b: str | Path, weight: float, out_path
     state = merged_state(model_a.state_dict(), model_b.state_dict(), weight)
     model_a.load_state_dict(state)
     model_a.tie_weights()
-    return save_pretrained(model_a, tokenizer_a, out_path, source=path_a)
+    try:
+        return save_pretrained(model_a, tokenizer_a, out_path, source=path_a)
+    except OSError as error:  # a full disk, a directory made read-only since the check
+        raise UserError(f"cannot write the merged model to {out_path} ({error.strerror or error}); free space or "
+                        "pass another --out.") from None  # fmt: skip
 
 
 def check_merge_out(out: Path, path_a: str | Path, path_b: str | Path) -> None:
@@ -153,15 +158,28 @@ def shortest_rejection_sampling(model: Transformer, tokenizer: Tokenizer, proble
 def write_problems(problems: Sequence[Problem], path: str | Path) -> Path:
     """JSONL rows {"question", "answer", "solution", "level"} that `llm_rl.data.load_problems` reads back."""
     path = check_jsonl_out(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     rows = [{"question": p.question, "answer": p.answer, "solution": p.solution, "level": p.level} for p in problems]
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    try:
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    except OSError as error:
+        raise UserError(f"cannot write {path} ({error.strerror or error}); free space or pass another --out.") from None
     return path
+
+
+def make_parent(path: Path, flag: str) -> None:
+    """Makes the directory `path` goes in, so that a file in its way or a missing permission is a UserError before
+    any loading or sampling, not a traceback after it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        in_the_way = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        reason = f"{in_the_way} is a file, not a directory" if in_the_way else f"{error.strerror or error}"
+        raise UserError(f"{flag} {path}: cannot make its directory ({reason}); pass a path in a directory.") from None
 
 
 def check_jsonl_out(path: str | Path) -> Path:
     """`path` as a Path, if it can take the JSONL output: it ends in .jsonl and does not exist yet (an existing data
-    file is never overwritten)."""
+    file is never overwritten); its directory is made now."""
     path = Path(path)
     if path.suffix != ".jsonl":
         raise UserError(f"{path} does not end in .jsonl; name the output FILE.jsonl.")
@@ -169,6 +187,7 @@ def check_jsonl_out(path: str | Path) -> Path:
         raise UserError(f"{path} is a directory; name an output FILE.jsonl.")
     if path.exists():
         raise UserError(f"{path} already exists; name a new output FILE.jsonl so it is not overwritten.")
+    make_parent(path, "--out")
     return path
 
 

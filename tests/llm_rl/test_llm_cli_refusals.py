@@ -122,3 +122,43 @@ def test_a_broken_model_directory_is_one_line_naming_the_file(cli, tmp_path, war
         assert str(model / file) in err
         errors.append(err)
     assert message.format(model=model) in errors[0]  # merge loads only Llama and Qwen2, and says that instead
+
+
+def test_an_out_path_under_a_file_is_refused_before_loading_or_sampling(cli, tmp_path, warm_model, monkeypatch):
+    from llm_rl import long2short
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the output path is checked first")
+
+    monkeypatch.setattr(long2short, "load_pretrained", no_work)
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    shortest = ["llm", "shortest", "--init", warm_model, "--task", "addition", "--problems", "1", "--n", "1"]
+    for argv, out in [([*shortest, "--out"], afile / "x.jsonl"), ([*shortest, "--out"], afile / "sub" / "x.jsonl"),
+                      (["llm", "merge", warm_model, warm_model, "--out"], afile / "m")]:  # fmt: skip
+        code, _, err = cli(*argv, str(out))
+        assert code == 2 and err == (
+            f"error: --out {out}: cannot make its directory ({afile} is a file, not a directory); pass a path in a "
+            "directory.\n"
+        )
+    assert afile.read_text() == "mine"
+
+
+def test_a_failed_write_of_the_output_is_one_line(cli, tmp_path, warm_model, monkeypatch):
+    from llm_rl import long2short
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(long2short, "save_pretrained", full_disk)
+    code, _, err = cli("llm", "merge", warm_model, warm_model, "--out", str(tmp_path / "merged"))
+    assert code == 2 and err == (
+        f"error: cannot write the merged model to {tmp_path / 'merged'} (No space left on device); free space or pass "
+        "another --out.\n"
+    )
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    out = tmp_path / "new" / "short.jsonl"
+    argv = ["llm", "shortest", "--init", warm_model, "--task", "addition", "--problems", "1", "--n", "1"]
+    code, _, err = cli(*argv, "--max-new-tokens", "4", "--out", str(out))
+    assert code == 2
+    assert err == f"error: cannot write {out} (No space left on device); free space or pass another --out.\n"
