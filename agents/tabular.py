@@ -71,6 +71,11 @@ def epsilon_greedy_action(q_row: np.ndarray, epsilon: float, rng: np.random.Gene
     values = q_row.tolist()
     best_value = max(values)
     best = [a for a, value in enumerate(values) if value == best_value]
+    if not best:  # NaN compares unequal to everything, itself included
+        raise UserError(
+            f"the action values became NaN ({values}): the rewards are too large for float64 arithmetic; scale them "
+            "down."
+        )
     return best[0] if len(best) == 1 else best[int(rng.integers(len(best)))]
 
 

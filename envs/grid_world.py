@@ -18,6 +18,7 @@ wrapper added at registration (GridWorld-v0: 100 steps), never from the env itse
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,6 +38,8 @@ ARROWS = ("↑", "→", "↓", "←", "○")
 
 BOOK_TARGET: Cell = (4, 3)
 BOOK_FORBIDDEN: tuple[Cell, ...] = ((2, 2), (2, 3), (3, 3), (4, 2), (4, 4), (5, 2))
+BOOK_REWARDS = {"r_boundary": -1.0, "r_forbidden": -1.0, "r_target": 1.0, "r_other": 0.0}
+"""The rewards of the book's grid world (chapter 2), the defaults below."""
 
 CELL_PX = 32
 WHITE, GREY, AMBER, CYAN, DARK = (255, 255, 255), (160, 160, 160), (255, 191, 0), (0, 200, 230), (30, 30, 30)
@@ -79,6 +82,11 @@ class GridWorld(gym.Env):
             raise UserError("GridWorld start equals the terminal target; pick another start or start=None.")
         if terminal_target and self.rows * self.cols == 1:
             raise UserError("GridWorld with terminal_target needs a cell besides the target; make the grid bigger.")
+        rewards = {"r_boundary": r_boundary, "r_forbidden": r_forbidden, "r_target": r_target, "r_other": r_other}
+        for name, reward in rewards.items():
+            if isinstance(reward, bool) or not isinstance(reward, (int, float)) or not math.isfinite(reward):
+                book = BOOK_REWARDS[name]
+                raise UserError(f"GridWorld {name}={reward!r} is not a finite number; pass one (the book's is {book}).")
         self.r_boundary, self.r_forbidden = float(r_boundary), float(r_forbidden)
         self.r_target, self.r_other = float(r_target), float(r_other)
         self.terminal_target = bool(terminal_target)

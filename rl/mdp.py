@@ -120,4 +120,6 @@ def require_model(env: gym.Env, env_id: str) -> TabularModel:
             f"{env_id} does not expose its model; planning needs an env with a `model()` method "
             "(like GridWorld-v0) or a toy-text `P` table (like FrozenLake-v1)."
         )
+    if not np.isfinite(model.rewards).all():
+        raise UserError(f"{env_id}'s model has non-finite rewards (NaN or infinite); give the env finite rewards.")
     return model

@@ -13,12 +13,15 @@ Every agent, tabular or deep, collects experience through `Rollout`, so the rule
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
+
+from rl.errors import UserError
 
 
 @dataclass(slots=True)
@@ -98,6 +101,8 @@ class Rollout:
 
     def _step_single(self, action: Any) -> Transition:
         next_obs, reward, terminated, truncated, _ = self.env.step(action)
+        if not math.isfinite(reward):
+            self._refuse_reward(reward)
         self._record(0, reward)
         if self.clip_reward:
             reward = min(max(reward, -self.clip_reward), self.clip_reward)
@@ -118,6 +123,8 @@ class Rollout:
             next_obs = obs.copy()
             for i in np.flatnonzero(done):
                 next_obs[i] = infos["final_obs"][i]
+        if not np.isfinite(rewards).all():
+            self._refuse_reward(rewards[~np.isfinite(rewards)][0])
         self._returns += rewards
         if self.clip_reward:
             rewards = np.clip(rewards, -self.clip_reward, self.clip_reward)
@@ -128,6 +135,15 @@ class Rollout:
             self._finish(i)
         self.obs = obs
         return transition
+
+    def _refuse_reward(self, reward: float) -> None:
+        """A reward of NaN or +-inf would turn every value it reaches into NaN; stop with the env named instead."""
+        one_env = self.env.envs[0] if hasattr(self.env, "envs") else self.env  # a SyncVectorEnv's first env
+        env = one_env.spec.id if one_env.spec is not None else type(one_env.unwrapped).__name__
+        raise UserError(
+            f"{env} returned a non-finite reward ({reward}) at step {self.global_step}; learning needs finite rewards: "
+            "fix the env or the reward settings passed to it (--env-kwargs)."
+        )
 
     def _record(self, i: int, reward: float) -> None:
         self._returns[i] += reward

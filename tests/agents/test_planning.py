@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ from agents.planning import (
     value_iteration,
 )
 from rl.errors import UserError
-from rl.mdp import TabularModel, model_of
+from rl.mdp import TabularModel, model_of, require_model
 
 BOOK_OPTIMAL_VALUES = np.array(
     [
@@ -179,3 +181,9 @@ def test_a_large_grid_world_plans_on_its_sparse_model() -> None:
 def test_dense_transitions_of_the_wrong_shape_are_refused() -> None:
     with pytest.raises(ValueError, match=r"expected \(S, A, S\)"):
         TabularModel(np.zeros((2, 2, 3)), rewards=np.zeros((2, 2)))
+
+
+def test_a_model_with_non_finite_rewards_is_refused_before_planning():
+    model = TabularModel(np.ones((1, 1, 1)), np.array([[np.nan]]))
+    with pytest.raises(UserError, match="Toy-v0's model has non-finite rewards"):
+        require_model(SimpleNamespace(unwrapped=SimpleNamespace(model=lambda: model)), "Toy-v0")

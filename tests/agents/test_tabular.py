@@ -8,6 +8,7 @@ import pytest
 
 from agents import td
 from agents.tabular import cumulative_policy, epsilon_greedy_action, epsilon_greedy_probs, sample_action
+from rl.errors import UserError
 
 
 def test_epsilon_greedy_probs_by_hand():
@@ -57,3 +58,8 @@ def test_sample_action_draws_what_rng_choice_draws():
         drawn = np.bincount([a for a, state in zip(actions, states, strict=True) if state == s], minlength=5)
         assert np.all(drawn[policy == 0.0] == 0)
         np.testing.assert_allclose(drawn / drawn.sum(), policy, atol=0.05)
+
+
+def test_action_values_gone_nan_are_a_user_error_not_an_empty_choice():
+    with pytest.raises(UserError, match=r"the action values became NaN \(\[nan, 1.0\]\)"):
+        epsilon_greedy_action(np.array([np.nan, 1.0]), 0.0, np.random.default_rng(0))

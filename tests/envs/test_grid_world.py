@@ -126,6 +126,9 @@ def test_lists_and_tuples_name_the_same_cells() -> None:
         ({"start": [4, 3], "terminal_target": True}, "start"),
         ({"rows": 3, "cols": 3}, "target"),  # the book's target (4, 3) does not fit a 3x3 grid
         ({"render_mode": "human"}, "render_mode"),
+        ({"r_target": float("nan")}, "r_target=nan is not a finite number"),
+        ({"r_other": float("-inf")}, "r_other=-inf is not a finite number"),
+        ({"r_boundary": "1"}, "r_boundary='1' is not a finite number"),
     ],
 )
 def test_invalid_kwargs_raise_a_user_error_naming_them(kwargs: dict, named: str) -> None:

@@ -118,3 +118,25 @@ def test_clip_reward_clips_what_the_learner_sees_and_logs_the_game_score(vector)
     assert [plain.step(0).rewards for _ in range(3)] == [3.0, -2.0, 0.5]
     with pytest.raises(ValueError, match="clip_reward"):
         Rollout(LargeRewardEnv(), seed=0, clip_reward=-1.0)
+
+
+class NonFiniteRewardEnv(LargeRewardEnv):
+    REWARDS = (1.0, float("nan"), 0.5)
+
+
+@pytest.mark.parametrize("vector", [False, True])
+def test_a_non_finite_reward_stops_the_rollout_naming_the_env(vector):
+    same_step = gym.vector.AutoresetMode.SAME_STEP
+    env = (
+        gym.vector.SyncVectorEnv([NonFiniteRewardEnv] * 2, autoreset_mode=same_step) if vector else NonFiniteRewardEnv()
+    )
+    rollout = Rollout(env, seed=0)
+    rollout.step(np.zeros(2, dtype=np.int64) if vector else 0)
+    with pytest.raises(UserError, match=r"NonFiniteRewardEnv returned a non-finite reward \(nan\) at step [12];"):
+        rollout.step(np.zeros(2, dtype=np.int64) if vector else 0)
+
+
+def test_a_nan_reward_from_the_cli_is_one_error_line(cli, tmp_path):
+    code, _, err = cli("train", "sarsa", "--env", "GridWorld-v0", "--total-steps", "100", "--runs-dir", str(tmp_path),
+                       "--env-kwargs", "r_target=NaN")  # fmt: skip
+    assert code == 2 and err == "error: GridWorld r_target=nan is not a finite number; pass one (the book's is 1.0).\n"
