@@ -2,7 +2,9 @@
 
     rl compare runs/CartPole-v1__dqn__s* runs/CartPole-v1__a2c__s* --tag charts/episodic_return --out curves.png
 
-How the numbers are made, per group of runs with the same `spec.agent`, `spec.env_id` and `spec.env_kwargs`:
+How the numbers are made, per group of runs with the same `spec.agent`, `spec.env_id`, `spec.env_kwargs` and
+`agent_config` (runs of one agent whose configs differ are labelled with the fields that differ,
+`q_learning(alpha=0.5)`, so that a hyperparameter comparison shows one row per setting):
 1. Each run's points (one per finished episode for `charts/...`) go onto a common grid of `GRID_POINTS` steps from 0 to
    the shortest run's last step, so every seed contributes at every grid step.
 2. A run's value at a grid step is a trailing moving average: the mean of its points logged since the previous grid
@@ -19,8 +21,9 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -46,6 +49,8 @@ class RunCurve:
     seed: int | None
     steps: np.ndarray  # (K,) int64
     values: np.ndarray  # (K,) float64
+    config: dict[str, Any] = field(default_factory=dict)
+    """The agent's config as `config.json` records it."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -154,14 +159,15 @@ def read_run(run_dir: str | Path, tag: str) -> RunCurve:
     run_dir = Path(run_dir)
     require_run_dir(run_dir)
     try:
-        spec = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))["spec"]
+        recorded = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+        spec, config = recorded["spec"], dict(recorded.get("agent_config") or {})
         agent, env_id = str(spec["agent"]), env_label(spec["env_id"], spec.get("env_kwargs") or {})
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError, ValueError) as error:
         raise UserError(
             f"{run_dir / CONFIG_FILE} lacks spec.agent or spec.env_id ({error!r}); pass runs made by `rl train`."
         ) from error
     steps, values = read_scalars(run_dir, tag)
-    return RunCurve(run_dir, agent, env_id, spec.get("seed"), steps, values)
+    return RunCurve(run_dir, agent, env_id, spec.get("seed"), steps, values, config)
 
 
 def env_label(env_id: str, env_kwargs: dict) -> str:
@@ -205,11 +211,25 @@ def final_value(values: np.ndarray, tag: str) -> float:
     return float(values[-count:].mean())
 
 
-def group_runs(runs: Sequence[RunCurve], tag: str, grid_points: int = GRID_POINTS) -> list[Group]:
-    """Runs grouped by (agent, env), sorted by env then agent, each group's curves on its own common grid."""
-    by_key: dict[tuple[str, str], list[RunCurve]] = {}
+def config_labels(runs: Sequence[RunCurve]) -> list[str]:
+    """Each run's agent name, followed by its values of the config fields on which the runs of that agent on that
+    env disagree: `q_learning(alpha=0.5)` beside `q_learning(alpha=0.05)`, plain `q_learning` when they all agree."""
+    labels = []
     for run in runs:
-        by_key.setdefault((run.env_id, run.agent), []).append(run)
+        peers = [other for other in runs if (other.env_id, other.agent) == (run.env_id, run.agent)]
+        keys = sorted({key for other in peers for key in other.config})
+        differing = [key for key in keys if len({json.dumps(other.config.get(key)) for other in peers}) > 1]
+        settings = ", ".join(f"{key}={run.config.get(key)!r}" for key in differing)
+        labels.append(f"{run.agent}({settings})" if settings else run.agent)
+    return labels
+
+
+def group_runs(runs: Sequence[RunCurve], tag: str, grid_points: int = GRID_POINTS) -> list[Group]:
+    """Runs grouped by (agent and differing config, env), sorted by env then agent, each group's curves on its own
+    common grid."""
+    by_key: dict[tuple[str, str], list[RunCurve]] = {}
+    for run, agent in zip(runs, config_labels(runs), strict=True):
+        by_key.setdefault((run.env_id, agent), []).append(run)
     groups = []
     for (env_id, agent), members in sorted(by_key.items()):
         horizon = min(int(run.steps[-1]) for run in members)  # the shortest run's end: every seed covers the grid

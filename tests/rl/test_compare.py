@@ -31,8 +31,11 @@ STEPS = list(range(10, 101, 10))  # 10 points, one per "episode", at steps 10, 2
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def config(agent: str, env_id: str, seed: int) -> dict:
-    return {"spec": {"agent": agent, "env_id": env_id, "env_kwargs": {}, "seed": seed}, "agent_config": {}}
+def config(agent: str, env_id: str, seed: int, agent_config: dict | None = None) -> dict:
+    return {
+        "spec": {"agent": agent, "env_id": env_id, "env_kwargs": {}, "seed": seed},
+        "agent_config": agent_config or {},
+    }
 
 
 def log_session(
@@ -40,7 +43,7 @@ def log_session(
 ) -> None:
     """One logger session (a new event file), as a run or a resumed run writes it."""
     tag = kwargs.pop("tag", DEFAULT_TAG)
-    logger = RunLogger(run_dir, config(agent, env_id, seed), quiet=True, **kwargs)
+    logger = RunLogger(run_dir, config(agent, env_id, seed, kwargs.pop("agent_config", None)), quiet=True, **kwargs)
     for step, value in zip(steps, values, strict=True):
         logger.scalar(tag, value, step)
     logger.close()
@@ -54,10 +57,11 @@ def write_run(
     steps: Sequence[int] = STEPS,
     env_id: str = "GridWorld-v0",
     tag: str = DEFAULT_TAG,
+    agent_config: dict | None = None,
 ) -> Path:
     run_dir = runs_dir / f"{env_id}__{agent}__s{seed}__20250101-000000"
     run_dir.mkdir(parents=True)
-    log_session(run_dir, agent, env_id, seed, steps, values, tag=tag)
+    log_session(run_dir, agent, env_id, seed, steps, values, tag=tag, agent_config=agent_config)
     return run_dir
 
 
@@ -127,6 +131,19 @@ def test_table_gives_mean_and_std_over_seeds_per_agent(tmp_path: Path) -> None:
     assert lines[4].split() == ["q_learning", "GridWorld-v0", "2", "6.00", "±", "1.00", "6.00", "±", "1.00"]
     assert lines[5].split() == ["sarsa", "GridWorld-v0", "3", "2.00", "±", "0.82", "2.00", "±", "0.82"]
     assert lines[4].index("±") == lines[5].index("±")  # aligned columns
+
+
+def test_runs_of_one_agent_with_other_hyperparameters_form_their_own_rows(tmp_path: Path) -> None:
+    settings = [(0, 0.5, 1.0), (1, 0.5, 3.0), (2, 0.05, 10.0)]  # (seed, alpha, constant return); gamma 1 in all
+    dirs = [write_run(tmp_path / f"a{alpha}", "q_learning", seed, constant(value),
+                      agent_config={"alpha": alpha, "gamma": 1.0}) for seed, alpha, value in settings]  # fmt: skip
+    rows = [summarise(group) for group in load_groups(dirs, DEFAULT_TAG)]
+    assert [(row.agent, row.seeds, row.final_mean) for row in rows] == [
+        ("q_learning(alpha=0.05)", 1, 10.0),
+        ("q_learning(alpha=0.5)", 2, 2.0),
+    ]
+    same = [write_run(tmp_path / "same", "sarsa", seed, constant(1.0), agent_config={"alpha": 0.1}) for seed in (0, 1)]
+    assert [group.agent for group in load_groups(same, DEFAULT_TAG)] == ["sarsa"]  # nothing differs: no suffix
 
 
 def test_auc_and_final_of_ramps_on_a_coarse_grid(tmp_path: Path) -> None:
