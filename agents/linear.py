@@ -46,7 +46,7 @@ import numpy as np
 
 from agents.features import FEATURE_KINDS, FeatureMap, Features, make_features
 from agents.planning import one_hot_policy, policy_evaluation, value_iteration
-from agents.tabular import epsilon_at, epsilon_greedy_action
+from agents.tabular import POLICY_DRAW_SEED, epsilon_at, epsilon_greedy_action
 from agents.td import check_unit_interval, td_target
 from rl.errors import Diverged, UserError
 from rl.mdp import model_of
@@ -210,7 +210,7 @@ def train_td_linear(cfg: PredictionConfig, run: Run) -> LinearResult:
             values = state_values(w, features, len(true_values))
             run.log("eval/value_rmse", np.sqrt(np.mean((values - true_values) ** 2)))
             next_eval += cfg.eval_every
-    eval_returns = run.evaluate(sampler(policy, np.random.default_rng(run.spec.seed)))
+    eval_returns = run.evaluate(sampler(policy, np.random.default_rng(POLICY_DRAW_SEED)))
     values = state_values(w, features, n_discrete(run.env)) if n_discrete(run.env) else None
     return LinearResult(w.copy(), values, None, eval_returns)
 
@@ -319,10 +319,11 @@ def act_from_checkpoint(arrays: dict[str, np.ndarray], cfg: ControlConfig, env: 
 def prediction_act_from_checkpoint(
     arrays: dict[str, np.ndarray], cfg: PredictionConfig, env: gym.Env
 ) -> Callable[[Any], int]:
-    """The policy a td_linear checkpoint evaluated: the saved optimal one, or uniform draws."""
+    """The policy a td_linear checkpoint evaluated, the saved optimal one or the uniform one, drawn from as its final
+    evaluation did."""
     if "policy" in arrays:
         actions = np.argmax(arrays["policy"], axis=1)
         return lambda obs: int(actions[int(obs)])
     n_actions = discrete_size(env.action_space, "action", "td_linear", str(env.spec.id if env.spec else env))
-    rng = np.random.default_rng(0)
-    return lambda obs: int(rng.integers(n_actions))
+    uniform = np.full(n_actions, 1.0 / n_actions)
+    return sampler(lambda obs: uniform, np.random.default_rng(POLICY_DRAW_SEED))

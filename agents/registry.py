@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 
 from agents import a2c, actor_critic, ddpg, dqn, linear, monte_carlo, ppo, reinforce, sac, td, trpo
-from agents.tabular import greedy_act_from_checkpoint
+from agents.tabular import greedy_act_from_checkpoint, predicted_act_from_checkpoint
 from rl.errors import UserError
 from rl.run import Run
 
@@ -54,7 +54,13 @@ AGENTS: dict[str, AgentEntry] = {
             monte_carlo.MCEpsilonGreedyConfig,
             monte_carlo.train_mc_epsilon_greedy,
         ),
-        _tabular("td0", "TD(0) prediction of a given policy's state values (book 7.1)", td.TD0Config, td.train_td0),
+        AgentEntry(
+            "td0",
+            "TD(0) prediction of a given policy's state values (book 7.1)",
+            td.TD0Config,
+            td.train_td0,
+            predicted_act_from_checkpoint,
+        ),  # fmt: skip
         _tabular("sarsa", "Sarsa: on-policy TD control (book 7.2)", td.TDConfig, td.train_sarsa),
         _tabular(
             "expected_sarsa",

@@ -109,19 +109,45 @@ def epsilon_at(epsilon: float, epsilon_end: float | None, decay_steps: int, step
     return linear_schedule(epsilon, epsilon_end, decay_steps, step)
 
 
-def finish(run: Run, values: np.ndarray, policy: np.ndarray, q_values: np.ndarray | None = None) -> TabularResult:
-    """Evaluates the greedy policy on a fresh env and packs the result."""
+POLICY_DRAW_SEED = 0
+"""The seed of the generator a prediction agent's evaluation draws its policy's actions from, in the run's final
+evaluation and in `rl eval` alike, so that `rl eval RUN --seed <seed + 10000>` repeats `eval/episodic_return`."""
+
+
+def policy_sampler(policy: np.ndarray) -> Callable[[Any], int]:
+    """act(obs) -> an action drawn from the (S, A) policy table, from a fresh generator seeded `POLICY_DRAW_SEED`."""
+    cumulative, rng = cumulative_policy(policy), np.random.default_rng(POLICY_DRAW_SEED)
+    return lambda obs: sample_action(cumulative[int(obs)], rng)
+
+
+def finish(
+    run: Run, values: np.ndarray, policy: np.ndarray, q_values: np.ndarray | None = None, predicted: bool = False
+) -> TabularResult:
+    """Evaluates the greedy policy on a fresh env and packs the result. A prediction agent (`predicted`) learns the
+    values of `policy` rather than improving it, so its evaluation runs that policy, stochastic or not: the greedy
+    version of the uniform policy would walk the first action everywhere."""
     result = TabularResult(
         values=values.copy(), policy=policy.copy(), q_values=None if q_values is None else q_values.copy()
     )
     actions = result.greedy_actions
-    eval_returns = run.evaluate(lambda obs: int(actions[int(obs)]))
+    act = policy_sampler(policy) if predicted else lambda obs: int(actions[int(obs)])
+    eval_returns = run.evaluate(act)
     return TabularResult(result.values, result.policy, result.q_values, eval_returns)
 
 
 def greedy_act_from_checkpoint(arrays: dict[str, np.ndarray], cfg: object, env: gym.Env) -> Callable[[Any], int]:
     """The greedy policy stored in a tabular checkpoint, as `act(obs) -> action`."""
-    table = arrays["q"] if "q" in arrays else arrays["policy"]
+    actions = greedy_actions(checked_table(arrays["q"] if "q" in arrays else arrays["policy"], env))
+    return lambda obs: int(actions[int(obs)])
+
+
+def predicted_act_from_checkpoint(arrays: dict[str, np.ndarray], cfg: object, env: gym.Env) -> Callable[[Any], int]:
+    """The policy whose values a prediction checkpoint (td0) holds, drawn from as its final evaluation did."""
+    return policy_sampler(checked_table(arrays["policy"], env))
+
+
+def checked_table(table: np.ndarray, env: gym.Env) -> np.ndarray:
+    """`table`, once its (states, actions) shape is known to fit `env`; a UserError otherwise."""
     env_id = str(env.spec.id if env.spec else env)
     shape = (discrete_size(env.observation_space, "observation", "tabular", env_id),
              discrete_size(env.action_space, "action", "tabular", env_id))  # fmt: skip
@@ -130,5 +156,4 @@ def greedy_act_from_checkpoint(arrays: dict[str, np.ndarray], cfg: object, env: 
             f"the checkpoint's table has shape {table.shape} but {env_id} needs {shape} (states, actions); evaluate "
             "with the env and env kwargs the run was trained on."
         )
-    actions = greedy_actions(table)
-    return lambda obs: int(actions[int(obs)])
+    return table

@@ -167,7 +167,7 @@ def train_td0(cfg: TD0Config, run: Run) -> TabularResult:
         if true_values is not None and rollout.global_step >= next_eval:
             run.log("eval/value_rmse", np.sqrt(np.mean((v - true_values) ** 2)))
             next_eval += cfg.eval_every
-    return finish(run, values=v, policy=policy)
+    return finish(run, values=v, policy=policy, predicted=True)
 
 
 def policy_to_evaluate(cfg: TD0Config, run: Run, n_states: int, n_actions: int) -> np.ndarray:

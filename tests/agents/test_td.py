@@ -9,8 +9,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import envs  # noqa: F401
 from agents import td
 from agents.planning import one_hot_policy, policy_evaluation, value_iteration
+from agents.registry import AGENTS
 from envs.grid_world import GridWorld
+from rl.checkpoint import load_checkpoint
 from rl.config import build_config
+from rl.environments import make_env
 from rl.errors import UserError
 from rl.evaluation import evaluate_policy
 from rl.run import Run, RunSpec
@@ -105,6 +108,26 @@ def test_td0_values_approach_the_planners_policy_evaluation(tmp_path):
 
     assert rmse(late.values) < 0.25
     assert rmse(late.values) < rmse(early.values) / 3
+
+
+def test_td0_evaluates_the_policy_it_predicts_and_rl_eval_repeats_it(tmp_path):
+    # The uniform policy's expected return over GridWorld's 100-step episodes from the corner: 100 finite-horizon
+    # backups v_k = r_pi + P_pi v_(k-1) (undiscounted; the book's grid world never terminates).
+    model, uniform = GridWorld(start=(1, 1)).model(), np.full((25, 5), 0.2)
+    expected = np.zeros(25)
+    for _ in range(100):
+        expected = (uniform * model.rewards).sum(axis=1) + model.policy_transitions(uniform) @ expected
+    spec = RunSpec("td0", "GridWorld-v0", {"start": [1, 1]}, 0, total_steps=100, runs_dir=str(tmp_path), quiet=True,
+                   eval_episodes=300)  # fmt: skip
+    with Run(spec, {}) as run:
+        returns = td.train_td0(td.TD0Config(), run).eval_returns
+    assert abs(returns.mean() - expected[0]) < 4 * returns.std() / np.sqrt(len(returns)), (returns.mean(), expected[0])
+
+    act = AGENTS["td0"].act_from_checkpoint(
+        load_checkpoint(run.run_dir)[0], td.TD0Config(), make_env(spec.env_id, spec.env_kwargs)
+    )
+    replayed = evaluate_policy(make_env(spec.env_id, spec.env_kwargs), act, episodes=300, seed=spec.seed + 10_000)
+    np.testing.assert_array_equal(replayed, returns)  # `rl eval RUN --seed 10000` draws the same actions
 
 
 def test_nstep_sarsa_with_n_equal_one_is_sarsa(tmp_path):
