@@ -187,6 +187,11 @@ class Run:
     def vector_rollout(self, num_envs: int, clip_reward: float = 0.0) -> Rollout:
         """Moves the run onto N copies of its env stepping together; env i is seeded with seed + i. With
         `clip_reward` > 0 the transitions carry rewards clipped to +-clip_reward, the logged returns the env's."""
+        if self.spec.total_steps is not None and num_envs > self.spec.total_steps:
+            raise UserError(
+                f"num_envs={num_envs} is more than the budget of {self.spec.total_steps} steps, which one step of all "
+                "the envs together would overrun; lower num_envs (--set num_envs=N) or raise --total-steps."
+            )
         self.env.close()
         self.env = make_vector_env(self.spec.env_id, num_envs, self.spec.env_kwargs)
         self.rollout = start_rollout(

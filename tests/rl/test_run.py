@@ -187,3 +187,10 @@ def test_a_resumed_run_keeps_no_second_copy_of_the_checkpoint_arrays(tmp_path):
         assert len(restored) == 2_000
     assert held < 1.2 * stored  # the buffer's own storage, not the checkpoint's copy besides
     assert peak < 2.2 * stored  # while loading: the checkpoint's arrays and the storage they are copied into
+
+
+def test_more_envs_than_the_step_budget_is_refused(tmp_path):
+    with Run(spec(tmp_path, env_id="CartPole-v1", total_steps=100), {}) as run:
+        with pytest.raises(UserError, match="num_envs=101 is more than the budget of 100 steps"):
+            run.vector_rollout(101)
+        assert run.vector_rollout(100).num_envs == 100
