@@ -18,12 +18,13 @@ import torch
 from tokenizers import Tokenizer
 
 from llm_rl.causal_lm import CausalLM, load_causal_lm_and_tokenizer
-from llm_rl.distributed import Ranks, all_sum, full_states, is_sharded, load_full_optimizer_state
+from llm_rl.distributed import Ranks, all_sum, any_rank, full_states, is_sharded, load_full_optimizer_state
 from llm_rl.evaluate import evaluate
 from llm_rl.experience import Experience
 from llm_rl.lora import restore_adapters, save_training_model
 from llm_rl.partial_rollouts import UnfinishedGroups
 from llm_rl.precision import autocast
+from llm_rl.run_control import diverged, weights_are_finite
 from llm_rl.sampling_strategies import ProblemSampler
 from llm_rl.sft import MODEL_DIR
 from llm_rl.tasks import Problem, Task
@@ -80,7 +81,10 @@ def save_state(run_dir: Path, learner: Learner, tokenizer: Tokenizer, spec: RLSp
                policy: torch.nn.Module, ranks: Ranks) -> None:  # fmt: skip
     """Weights as a Hugging Face directory (LoRA's merged in); optimiser, sampler, unfinished partial rollouts,
     iteration, generators and LoRA's adapters in checkpoint.safetensors. Every rank calls it and rank 0 writes; a
-    sharded policy's weights and optimiser state are gathered whole first (into a copy loaded from --init)."""
+    sharded policy's weights and optimiser state are gathered whole first (into a copy loaded from --init). Diverged
+    instead if a weight is no longer finite (`llm_rl.run_control`)."""
+    if any_rank(not weights_are_finite(learner.model), ranks):  # a huge learning rate times a finite step overflows
+        raise diverged(f"iteration {iteration}", "a weight is not finite", learner.optimizer.param_groups[0]["lr"])
     model, optimizer_state = learner.model, None
     if is_sharded(policy):
         model_state, optimizer_state = full_states(policy, learner.optimizer)

@@ -61,10 +61,13 @@ Deviations and choices:
    each process samples and trains on P / N of the problems and DDP averages the gradients (`llm_rl.distributed`;
    `parallelism = "fsdp"` shards parameters, gradients and Adam state with FSDP2 instead); every response draws its
    tokens from its own generator, so N processes train as one does, up to float rounding.
+10. A loss, gradient, log-probability or weight that is no longer finite stops the run before the step or save,
+    saving nothing over the last checkpoint (`llm_rl.run_control`).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,9 +108,10 @@ from llm_rl.rl_run import (
     restore_state,
     save_state,
 )
+from llm_rl.run_control import diverged, is_finite_step, keep_last_checkpoint, stop_signals
 from llm_rl.sampling import SamplingConfig, check_context, row_generators
 from llm_rl.sampling_strategies import make_sampler
-from llm_rl.sft import set_gradient_checkpointing, stop_signals
+from llm_rl.sft import set_gradient_checkpointing
 from llm_rl.tasks import Problem, Task, get_task
 from rl.checkpoint import check_budget_left
 from rl.config import config_dict
@@ -117,9 +121,11 @@ from rl.seeding import seed_everything
 
 
 def update(policy: torch.nn.Module, model: CausalLM, optimizer: torch.optim.Optimizer, exp: Experience,
-           objective: Objective, cfg: RLConfig, weight: float = 1.0) -> UpdateStats:  # fmt: skip
+           objective: Objective, cfg: RLConfig, ranks: Ranks, iteration: int, weight: float = 1.0
+           ) -> UpdateStats:  # fmt: skip
     """`updates_per_iteration` full-batch gradient steps on `weight` times the objective; `policy` is the model's
-    `llm_rl.distributed.data_parallel` wrapper (DDP averages the gradients over the ranks in the backward pass)."""
+    `llm_rl.distributed.data_parallel` wrapper (DDP averages the gradients over the ranks in the backward pass).
+    Diverged instead of a step on a non-finite loss or gradient, every rank alike (`llm_rl.run_control`)."""
     losses = []
     for _ in range(cfg.updates_per_iteration):
         with autocast(cfg.precision, cfg.device):
@@ -127,12 +133,17 @@ def update(policy: torch.nn.Module, model: CausalLM, optimizer: torch.optim.Opti
         loss = weight * objective(log_probs, exp, cfg)  # float32: the logits are cast before the softmax
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        if any_rank(not is_finite_step(loss.item(), grad_norm), ranks):
+            measured = f"loss {loss.item():g}, gradient norm {float(grad_norm):g}"
+            raise diverged(f"iteration {iteration}", measured, cfg.learning_rate)
         optimizer.step()
         losses.append(loss.item())
     with torch.no_grad(), autocast(cfg.precision, cfg.device):
         log_probs = policy(exp.input_ids, exp.attention_mask, exp.completion_mask)
         log_ratio = ((log_probs - exp.old_log_probs) * exp.completion_mask).sum(1).mean().item()
+    if any_rank(not math.isfinite(log_ratio), ranks):  # the last step overflowed the weights
+        raise diverged(f"iteration {iteration}", "log-probabilities after the update not finite", cfg.learning_rate)
     return UpdateStats(losses[0], log_ratio)
 
 
@@ -219,14 +230,14 @@ def new_learner(cfg: RLConfig, spec: RLSpec, resume: Path | None, ranks: Ranks, 
 
 
 def learn_from(exp: Experience, indices: np.ndarray, learner: Learner, policy: torch.nn.Module, cfg: RLConfig,
-               spec: RLSpec, ranks: Ranks) -> dict[str, float]:  # fmt: skip
+               spec: RLSpec, ranks: Ranks, iteration: int) -> dict[str, float]:  # fmt: skip
     """Updates the problems' success rates, takes the iteration's gradient steps; returns the totals to log."""
     success = all_gather_rows(exp.correct.float().mean(1), ranks)  # (P,) every rank's problems, in sampled order
     learner.sampler.update(indices, success.numpy())
     if cfg.reset_optimizer:
         learner.optimizer.state.clear()
     weight = token_share(exp.completion_mask, ranks) if LOSS_MEAN_OVER[spec.algo] == "tokens" else 1.0
-    stats = update(policy, learner.model, learner.optimizer, exp, OBJECTIVES[spec.algo], cfg, weight)
+    stats = update(policy, learner.model, learner.optimizer, exp, OBJECTIVES[spec.algo], cfg, ranks, iteration, weight)
     return iteration_totals(exp, stats, cfg, ranks)
 
 
@@ -269,7 +280,7 @@ def train(cfg: RLConfig, spec: RLSpec, resume: Path | None = None) -> RLResult:
         with gathered(policy):  # a sharded policy is gathered on every rank; rank 0 evaluates
             if ranks.is_main:
                 result.evals.append((0, evaluate_and_log(model, tokenizer, task, eval_set, cfg, logger, 0)))
-    with stop_signals() as stop:
+    with keep_last_checkpoint(run_dir, logger, ranks.is_main), stop_signals() as stop:
         while iteration < cfg.iterations and not any_rank(stop.is_set(), ranks):
             started = time.perf_counter()
             length_weight = cfg.length_penalty_weight if iteration >= cfg.length_penalty_warmup else 0.0
@@ -278,7 +289,7 @@ def train(cfg: RLConfig, spec: RLSpec, resume: Path | None = None) -> RLResult:
             model.train()
             totals = None
             if exp is not None:  # None: partial rollouts where no group finished this iteration
-                totals = learn_from(exp, indices, learner, policy, cfg, spec, ranks)
+                totals = learn_from(exp, indices, learner, policy, cfg, spec, ranks, iteration + 1)
                 result.mean_rewards.append(totals["correct"] / totals["responses"])
                 log_iteration(logger, totals, exp.texts, length_weight, time.perf_counter() - started, iteration + 1,
                               cfg)  # fmt: skip

@@ -30,16 +30,14 @@ Deviations and choices:
 6. `precision = "bf16"` computes the loss's forward pass and the evaluations under bfloat16 autocast over float32
    weights (`llm_rl.precision`); `gradient_checkpointing` recomputes each block in the backward pass. `--model`
    takes any local Hugging Face causal LM (`llm_rl.causal_lm`).
+7. A loss, gradient or weight that is no longer finite stops the run before the step or save, saving nothing over
+   the last checkpoint (`llm_rl.run_control`).
 """
 
 from __future__ import annotations
 
 import math
-import signal
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -54,6 +52,7 @@ from llm_rl.evaluate import EvalResult, TextCodec, evaluate, held_out_problems, 
 from llm_rl.lora import LoRAConfig, restore_adapters, save_training_model, trainable_parameters, with_lora
 from llm_rl.model import Transformer, num_parameters, preset
 from llm_rl.precision import autocast
+from llm_rl.run_control import diverged, is_finite_step, keep_last_checkpoint, stop_signals, weights_are_finite
 from llm_rl.sampling import check_context
 from llm_rl.sft_config import SFTConfig, SFTSpec
 from llm_rl.tasks import Problem, Task, get_task
@@ -215,10 +214,31 @@ def adamw(model: CausalLM, cfg: SFTConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=cfg.adam_betas)
 
 
+def optimizer_step(model: CausalLM, optimizer: torch.optim.Optimizer, batch: SFTBatch, cfg: SFTConfig, lr: float,
+                   step: int) -> float:  # fmt: skip
+    """One AdamW step at learning rate `lr` on the batch's loss, which it returns; Diverged instead of a step on a
+    non-finite loss or gradient (`llm_rl.run_control`)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with autocast(cfg.precision, cfg.device):
+        loss = sft_loss(model, batch)  # float32: the logits are cast before the cross-entropy
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+    if not is_finite_step(loss.item(), grad_norm):
+        measured = f"loss {loss.item():g}, gradient norm {float(grad_norm):g}"
+        raise diverged(f"step {step + 1}", measured, cfg.learning_rate)
+    optimizer.step()
+    return loss.item()
+
+
 def save_state(run_dir: Path, model: CausalLM, tokenizer: Tokenizer, source: str | None,
-               optimizer: torch.optim.Optimizer, step: int, rng: np.random.Generator) -> Path:  # fmt: skip
+               optimizer: torch.optim.Optimizer, step: int, rng: np.random.Generator,
+               learning_rate: float) -> Path:  # fmt: skip
     """The weights as a Hugging Face directory (LoRA's merged in), then the optimiser, step, generators and LoRA's
-    adapters in checkpoint.safetensors."""
+    adapters in checkpoint.safetensors; Diverged instead if a weight is no longer finite."""
+    if not weights_are_finite(model):  # a step of a finite gradient times a huge learning rate overflows
+        raise diverged(f"step {step}", "a weight is not finite", learning_rate)
     arrays = {"torch_rng": torch.get_rng_state().numpy()}
     checkpoint = save_training_model(model, tokenizer, run_dir / MODEL_DIR, source, arrays)
     meta = {
@@ -243,23 +263,6 @@ def restore_state(run_dir: Path, model: CausalLM, optimizer: torch.optim.Optimiz
     restore_generator(rng, meta["rng"])
     torch.set_rng_state(torch.from_numpy(arrays["torch_rng"]))
     return int(meta["step"])
-
-
-@contextmanager
-def stop_signals() -> Iterator[threading.Event]:
-    """An event set by SIGINT or SIGTERM while the block runs (the loop stops and saves); handlers restored after."""
-    stop = threading.Event()
-    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
-        yield stop
-        return
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for sig in previous:
-        signal.signal(sig, lambda signum, frame: stop.set())
-    try:
-        yield stop
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def run_config(cfg: SFTConfig, spec: SFTSpec) -> dict:
@@ -288,20 +291,12 @@ def train(cfg: SFTConfig, spec: SFTSpec, resume: Path | None = None) -> SFTResul
     result = SFTResult(run_dir, model, run_dir / MODEL_DIR, step, [], [], stopped=False)
     started, last_line = time.perf_counter(), step
     model.train()
-    with stop_signals() as stop:
+    with keep_last_checkpoint(run_dir, logger), stop_signals() as stop:
         while step < cfg.steps and not stop.is_set():
             lr = learning_rate(step, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
             batch = sample_batch(task, levels, cfg.batch_size, cfg.answer_only_fraction, rng, codec, model.device)
-            with autocast(cfg.precision, cfg.device):
-                loss = sft_loss(model, batch)  # float32: the logits are cast before the cross-entropy
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
+            result.losses.append(optimizer_step(model, optimizer, batch, cfg, lr, step))
             step += 1
-            result.losses.append(loss.item())
             logger.scalar("losses/sft_loss", result.losses[-1], step)
             logger.scalar("charts/learning_rate", lr, step)
             logger.progress(step)
@@ -312,8 +307,8 @@ def train(cfg: SFTConfig, spec: SFTSpec, resume: Path | None = None) -> SFTResul
                 logger.line(progress_line(step, result, cfg.log_every, lr, rate))
                 started, last_line = time.perf_counter(), step
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
-                save_state(run_dir, model, tokenizer, spec.model, optimizer, step, rng)
-        save_state(run_dir, model, tokenizer, spec.model, optimizer, step, rng)
+                save_state(run_dir, model, tokenizer, spec.model, optimizer, step, rng, cfg.learning_rate)
+        save_state(run_dir, model, tokenizer, spec.model, optimizer, step, rng, cfg.learning_rate)
     logger.close()
     result.steps, result.stopped = step, step < cfg.steps
     return result

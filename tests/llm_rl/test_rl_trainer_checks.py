@@ -1,13 +1,17 @@
 """RL fine-tuning's guards: the verifier that scores a data file's rows (by value, as `rl llm eval` does, not by a
-task's exact check)."""
+task's exact check), and the stop on a loss, gradient or weight that is no longer finite, which saves nothing and
+keeps the last good checkpoint."""
 
 from __future__ import annotations
 
 import json
+import math
+from pathlib import Path
 
 import pytest
 import torch
 
+from llm_rl import rl_trainer
 from llm_rl.evaluate import text_codec
 from llm_rl.experience import Responses, scored
 from llm_rl.model import Transformer, preset
@@ -15,6 +19,7 @@ from llm_rl.rl_config import RLConfig, RLSpec
 from llm_rl.rl_trainer import problem_pool
 from llm_rl.tasks import ALPHABET, get_task
 from llm_rl.tokenizer import BOS_ID, EOS_ID, build_tokenizer
+from rl.errors import Diverged
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -65,3 +70,56 @@ def test_eval_and_shortest_check_a_data_row_as_training_does(tmp_path):
     args = Namespace(data=str(data), n=None, problems=1, task="addition")
     for problems, check in (eval_problems(args, get_task("addition")), task_problems(args)):
         assert check(problems[0], "Answer: 0.5") and not check(problems[0], "Answer: 0.4")
+
+
+QUICK = dict(levels=(1,), problems_per_iteration=2, samples_per_problem=4, max_new_tokens=24, pool_size=4,
+             eval_problems=0, updates_per_iteration=2, sampler="uniform")  # fmt: skip
+"""Responses long enough to finish, so that some are right and the gradient is not zero."""
+
+
+def files(directory: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(directory)): path.read_bytes() for path in directory.rglob("*") if path.is_file()}
+
+
+def test_a_huge_learning_rate_stops_the_run_without_saving_it(cli, warm_model, tmp_path):
+    runs = tmp_path / "runs"
+    quick = [f"{key}={json.dumps(value)}" for key, value in QUICK.items()]
+    argv = ["llm", "train", "--init", warm_model, "--task", "addition", "--runs-dir", str(runs), "--quiet"]
+    code, out, err = cli(*argv, "--set", "learning_rate=1e30", "checkpoint_every=1", "iterations=3", *quick)
+    assert code == 2 and err.startswith("error: training diverged at iteration 1 (") and "checkpoint" not in out
+    assert err.strip().endswith("lower learning_rate (now 1e+30) and start a new run.")
+    assert not any(runs.iterdir())  # a new run with no checkpoint yet is removed
+
+
+def model_and_checkpoint(run_dir: Path) -> dict[str, bytes]:
+    """The run's weights and checkpoint (config.json and the events file change on every resume)."""
+    return {
+        name: data
+        for name, data in files(run_dir).items()
+        if name.startswith("model/") or name.endswith(".safetensors")
+    }
+
+
+@pytest.mark.parametrize("bad", ["loss", "weights"])
+def test_a_resumed_run_that_diverges_keeps_its_last_good_checkpoint(warm_model, tmp_path, monkeypatch, bad):
+    spec = RLSpec("kimi", warm_model, "addition", seed=0, runs_dir=str(tmp_path), quiet=True)
+    first = rl_trainer.train(RLConfig(iterations=2, **QUICK), spec)
+    saved = model_and_checkpoint(first.run_dir)
+    kimi, update = rl_trainer.OBJECTIVES["kimi"], rl_trainer.update
+
+    def nan_loss(log_probs, exp, cfg):
+        return kimi(log_probs, exp, cfg) * math.nan
+
+    def inf_weight_after_update(policy, model, *args, **kwargs):
+        stats = update(policy, model, *args, **kwargs)
+        next(model.parameters()).data[0, 0] = math.inf  # as a huge learning rate times a finite step would make it
+        return stats
+
+    if bad == "loss":
+        monkeypatch.setitem(rl_trainer.OBJECTIVES, "kimi", nan_loss)
+    else:
+        monkeypatch.setattr(rl_trainer, "update", inf_weight_after_update)
+    measured = "loss nan, gradient norm nan" if bad == "loss" else "a weight is not finite"
+    with pytest.raises(Diverged, match=f"^training diverged at iteration 3 \\({measured}\\); nothing after the last"):
+        rl_trainer.train(RLConfig(iterations=4, checkpoint_every=1, **QUICK), spec, resume=first.run_dir)
+    assert model_and_checkpoint(first.run_dir) == saved

@@ -25,7 +25,7 @@ from llm_rl.sft import learning_rate, sft_batch, sft_batch_from_problems, sft_lo
 from llm_rl.sft_config import SFTConfig, SFTSpec
 from llm_rl.tasks import get_task
 from llm_rl.tokenizer import EOS_ID, build_tokenizer
-from rl.errors import UserError
+from rl.errors import Diverged, UserError
 from rl.pg_losses import token_mean
 
 LEVEL_ONE = dict(levels=(1,), eval_levels=(1,), batch_size=32, learning_rate=1e-2, warmup_steps=10, num_threads=1)
@@ -232,3 +232,32 @@ def test_lora_on_a_transformers_model_saves_merged_weights_and_resumes_exactly(t
     assert first.losses + resumed.losses == whole.losses
     with pytest.raises(UserError, match="LoRA adapts a loaded model: pass --model"):
         train(cfg, SFTSpec("addition", runs_dir=str(tmp_path / "runs"), quiet=True))
+
+
+def test_a_huge_learning_rate_stops_the_run_without_saving_it(tmp_path):
+    cfg = SFTConfig(steps=5, eval_problems=0, **{**LEVEL_ONE, "learning_rate": 1e30})
+    with pytest.raises(Diverged, match=r"^training diverged at step \d \(loss .*\); .*learning_rate \(now 1e\+30\)"):
+        train(cfg, SFTSpec("addition", seed=0, runs_dir=str(tmp_path), quiet=True))
+    assert not any(tmp_path.iterdir())  # a new run with no checkpoint yet is removed
+
+
+@pytest.mark.parametrize("bad", ["loss", "weights"])
+def test_a_resumed_run_that_diverges_keeps_its_last_good_checkpoint(tmp_path, monkeypatch, bad):
+    spec = SFTSpec("addition", seed=0, runs_dir=str(tmp_path), quiet=True)
+    first = train(SFTConfig(steps=2, eval_problems=0, **LEVEL_ONE), spec)
+    saved = {path: path.read_bytes() for path in first.run_dir.rglob("*.safetensors")}
+    step = sft.optimizer_step
+
+    def inf_weight_after_step(model, *args, **kwargs):
+        loss = step(model, *args, **kwargs)
+        next(model.parameters()).data[0, 0] = math.inf  # as a huge learning rate times a finite step would make it
+        return loss
+
+    if bad == "loss":
+        monkeypatch.setattr(sft, "sft_loss", lambda model, batch: sft_loss(model, batch) * math.nan)
+    else:
+        monkeypatch.setattr(sft, "optimizer_step", inf_weight_after_step)
+    measured = "loss nan, gradient norm nan" if bad == "loss" else "a weight is not finite"
+    with pytest.raises(Diverged, match=f"^training diverged at step 3 \\({measured}\\); nothing after the last"):
+        train(SFTConfig(steps=4, eval_problems=0, checkpoint_every=1, **LEVEL_ONE), spec, first.run_dir)
+    assert {path: path.read_bytes() for path in first.run_dir.rglob("*.safetensors")} == saved
