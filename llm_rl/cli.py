@@ -12,7 +12,9 @@
 `--model PATH` accepts any local Hugging Face causal LM directory (`llm_rl.causal_lm`); for `train` it is another name
 for --init, for `eval` for the CHECKPOINT argument. Mistakes raise UserError (the `rl` entry point prints one `error:`
 line and exits with 2); `sft` and `train` stopped by SIGINT or SIGTERM save their checkpoint and exit with 130. `eval`
-prints one line per level, then its JSON summary last.
+prints one line per level, then its JSON summary last. `--resume RUN_DIR` continues a run as its config.json records
+it, so flags that name another run beside it (--task, --seed, --algo, ...) are refused rather than ignored; `sft
+--steps N` and `train --set iterations=N` extend the budget, and train's --set takes only RESUME_SETTABLE's fields.
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ if TYPE_CHECKING:
 EXIT_INTERRUPTED = 130
 DEFAULT_EVAL_PROBLEMS = 300
 """Problems `rl llm eval` draws from a task when --n is not given (50 per level for addition's six)."""
+RESUME_SETTABLE = ("iterations", "checkpoint_every", "eval_every", "log_every", "sample_texts", "num_threads", "device")
+"""RL config fields `--set` may change beside `rl llm train --resume`: the budget, and how the run is carried out and
+reported. The others would not fit the checkpoint (the pool, LoRA, the partial rollouts) or be overwritten by it (the
+learning rate, in the optimiser state)."""
 DATA_CHECK_HELP = "; completions are checked against each row's answer by value (countdown's by its own verifier)"
 
 
@@ -63,11 +69,11 @@ def add_llm_parser(llm: argparse.ArgumentParser) -> None:
     source = sft.add_mutually_exclusive_group()
     source.add_argument("--model", metavar="PATH", help="Hugging Face model directory to fine-tune")
     source.add_argument(
-        "--model-config", default="tiny", choices=list(PRESETS), help="built-in model trained from scratch"
+        "--model-config", choices=list(PRESETS), help="built-in model trained from scratch (default tiny)"
     )
     sft.add_argument("--steps", type=at_least(1), help="optimiser steps (the config's `steps`)")
-    sft.add_argument("--runs-dir", default="runs", help="parent directory of the run directory")
-    sft.add_argument("--seed", type=seed_type(), default=0)
+    sft.add_argument("--runs-dir", help="parent directory of the run directory (default runs)")
+    sft.add_argument("--seed", type=seed_type(), help="seeds the model, the batches and the evaluation (default 0)")
     sft.add_argument("--config", help="TOML file of SFT config fields")
     sft.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", help="override SFT config fields")
     sft.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
@@ -117,15 +123,15 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
         epilog=config_help(RLConfig),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    train.add_argument("--algo", default="kimi", choices=ALGOS, help="objective (default kimi)")
+    train.add_argument("--algo", choices=ALGOS, help="objective (default kimi)")
     train.add_argument("--init", metavar="CHECKPOINT", help="model directory to start from (an sft run or its model)")
     train.add_argument("--model", metavar="PATH", help="Hugging Face causal LM directory to start from (as --init)")
     train.add_argument("--task", help="task whose verifier and held-out problems to use")
     train.add_argument(
         "--data", help="JSONL or Parquet file of training problems instead of the task's generator" + DATA_CHECK_HELP
     )
-    train.add_argument("--runs-dir", default="runs", help="parent directory of the run directory")
-    train.add_argument("--seed", type=seed_type(), default=0)
+    train.add_argument("--runs-dir", help="parent directory of the run directory (default runs)")
+    train.add_argument("--seed", type=seed_type(), help="seeds the pool, the sampling and the evaluation (default 0)")
     train.add_argument("--config", help="TOML file of RL config fields")
     train.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", help="override RL config fields")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
@@ -146,15 +152,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     from llm_rl.rl_trainer import train
     from llm_rl.tasks import get_task
 
-    overrides = load_toml(args.config) if args.config else {}
-    overrides |= parse_assignments(args.set, "--set")
+    overrides = parse_assignments(args.set, "--set")
     if args.resume:
         from rl.run_logger import read_run_config
 
+        refuse_resume_changes({"--algo": args.algo, "--init": args.init, "--model": args.model, "--task": args.task,
+                               "--data": args.data, "--seed": args.seed, "--runs-dir": args.runs_dir,
+                               "--config": args.config})  # fmt: skip
+        fixed = [key for key in overrides if key not in RESUME_SETTABLE]
+        if fixed:
+            raise UserError(
+                f"--resume continues a run with the config it was started with, so --set {', '.join(fixed)} cannot "
+                f"change it; --set there takes only {', '.join(RESUME_SETTABLE)}, or start a new run."
+            )
         saved = read_run_config(Path(args.resume), "rl_config", "rl llm train")
         spec = saved_spec(RLSpec, saved, Path(args.resume), "rl llm train", args.quiet)
         overrides = {**saved["rl_config"], **overrides}
     else:
+        overrides = {**(load_toml(args.config) if args.config else {}), **overrides}
         model = one_model_path(args.init, args.model, "--init")
         if not args.task or not model:
             raise UserError(
@@ -162,7 +177,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         get_task(args.task)
         init = str(checkpoint_dir(Path(model)))
-        spec = RLSpec(args.algo, init, args.task, args.data, args.seed, args.runs_dir, args.quiet)
+        spec = RLSpec(args.algo or "kimi", init, args.task, args.data, args.seed or 0, args.runs_dir or "runs",
+                      args.quiet)  # fmt: skip
     cfg = build_config(RLConfig, overrides, "rl llm train")
     result = train(cfg, spec, Path(args.resume) if args.resume else None)
     if not result.is_main:  # torchrun's other processes: rank 0 reports
@@ -194,6 +210,8 @@ def cmd_sft(args: argparse.Namespace) -> int:
     if args.resume:
         from rl.run_logger import read_run_config
 
+        refuse_resume_changes({"--task": args.task, "--model": args.model, "--model-config": args.model_config,
+                               "--seed": args.seed, "--runs-dir": args.runs_dir})  # fmt: skip
         saved = read_run_config(Path(args.resume), "sft_config", "rl llm sft")
         spec = saved_spec(SFTSpec, saved, Path(args.resume), "rl llm sft", args.quiet)
         overrides = {**saved["sft_config"], **overrides}
@@ -201,7 +219,8 @@ def cmd_sft(args: argparse.Namespace) -> int:
         if not args.task:
             raise UserError("rl llm sft needs --task NAME (or --resume RUN_DIR); see `rl llm sft --help`.")
         get_task(args.task)
-        spec = SFTSpec(args.task, args.seed, args.model, args.model_config, args.runs_dir, args.quiet)
+        spec = SFTSpec(args.task, args.seed or 0, args.model, args.model_config or "tiny", args.runs_dir or "runs",
+                       args.quiet)  # fmt: skip
     cfg = build_config(SFTConfig, overrides, "sft")
     result = train(cfg, spec, Path(args.resume) if args.resume else None)
     if result.stopped:
@@ -210,6 +229,16 @@ def cmd_sft(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     print(f"checkpoint: {result.checkpoint}")
     return 0
+
+
+def refuse_resume_changes(given: dict[str, Any]) -> None:
+    """A UserError naming the flags given beside --resume: the run's recorded spec would silently win over them."""
+    changes = [name for name, value in given.items() if value is not None]
+    if changes:
+        raise UserError(
+            f"--resume continues a run with the config it was started with, so {', '.join(changes)} cannot change "
+            f"it; drop {'it' if len(changes) == 1 else 'them'}, or start a new run."
+        )
 
 
 def saved_spec(cls: type, saved: dict, run_dir: Path, command: str, quiet: bool) -> Any:

@@ -297,7 +297,7 @@ def test_mistakes_are_one_line_errors(capsys, tmp_path, checkpoint, argv, messag
     (tmp_path / "gym_run").mkdir()  # what `rl train` writes: a config.json, but of a run, not of a model
     (tmp_path / "gym_run" / "config.json").write_text(json.dumps({"spec": {"agent": "dqn"}, "agent_config": {}}))
     runs = tmp_path / "runs"
-    extra = ["--runs-dir", str(runs)] if argv[1] in ("sft", "train") else []
+    extra = ["--runs-dir", str(runs)] if argv[1] in ("sft", "train") and "--resume" not in argv else []
     code, _, err = run_cli(capsys, *[a.format(tmp=tmp_path, ckpt=checkpoint) for a in argv], *extra)
     assert code == 2
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1

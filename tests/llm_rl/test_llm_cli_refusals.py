@@ -162,3 +162,37 @@ def test_a_failed_write_of_the_output_is_one_line(cli, tmp_path, warm_model, mon
     code, _, err = cli(*argv, "--max-new-tokens", "4", "--out", str(out))
     assert code == 2
     assert err == f"error: cannot write {out} (No space left on device); free space or pass another --out.\n"
+
+
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["--algo", "rloo", "--task", "multiplication", "--seed", "5", "--data", "x.jsonl"],
+         "--algo, --task, --data, --seed cannot change it; drop them"),
+        (["--seed", "0"], "--seed cannot change it; drop it"),
+        (["--init", "m"], "--init cannot change it"),
+        (["--model", "m"], "--model cannot change it"),
+        (["--runs-dir", "r"], "--runs-dir cannot change it"),
+        (["--config", "c.toml"], "--config cannot change it"),
+        (["--set", "iterations=4", "learning_rate=1e-3", "pool_size=8"],
+         "--set learning_rate, pool_size cannot change it; --set there takes only iterations, checkpoint_every"),
+    ],
+)  # fmt: skip
+def test_train_resume_refuses_flags_that_would_change_the_run(cli, rl_run, argv, named):
+    before = files(rl_run)
+    code, _, err = cli("llm", "train", "--resume", str(rl_run), "--quiet", *argv)
+    assert code == 2 and err.startswith("error: --resume continues a run with the config it was started with, so ")
+    assert named in err and err.strip().endswith("or start a new run.") and len(err.strip().splitlines()) == 1
+    assert files(rl_run) == before
+
+
+@pytest.mark.parametrize(
+    "argv, named",
+    [(["--task", "multiplication", "--seed", "3"], "--task, --seed"), (["--model", "m"], "--model"),
+     (["--model-config", "small"], "--model-config"), (["--runs-dir", "r"], "--runs-dir")],
+)  # fmt: skip
+def test_sft_resume_refuses_flags_that_would_change_the_run(cli, tmp_path, warm_model, argv, named):
+    sft_run = shutil.copytree(Path(warm_model).parent, tmp_path / "sft_run")
+    code, _, err = cli("llm", "sft", "--resume", str(sft_run), "--steps", "161", "--quiet", *argv)
+    assert code == 2 and err.startswith(f"error: --resume continues a run with the config it was started with, so "
+                                        f"{named} cannot change it; drop")  # fmt: skip
