@@ -167,6 +167,17 @@ def load_causal_lm_and_tokenizer(
     return load_causal_lm(path, dtype, device), load_tokenizer(path)
 
 
+def set_gradient_checkpointing(model: CausalLM, enabled: bool) -> None:
+    """Turns recomputation of each block in the backward pass on or off, for our Transformer or a transformers one."""
+    if isinstance(model, Transformer):
+        model.gradient_checkpointing = enabled
+    elif isinstance(model, HFCausalLM) and enabled:
+        hf = model.hf  # transformers 5 renamed gradient_checkpointing_enable; non-reentrant is its default
+        getattr(hf, "activation_checkpointing_enable", hf.gradient_checkpointing_enable)()
+    elif isinstance(model, HFCausalLM):
+        getattr(model.hf, "activation_checkpointing_disable", model.hf.gradient_checkpointing_disable)()
+
+
 def save_causal_lm(
     model: CausalLM, tokenizer: Tokenizer | None, path: str | Path, source: str | Path | None = None
 ) -> Path:

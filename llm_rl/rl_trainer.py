@@ -76,7 +76,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from llm_rl.causal_lm import CausalLM
+from llm_rl.causal_lm import CausalLM, set_gradient_checkpointing
 from llm_rl.data import load_problems, row_check
 from llm_rl.distributed import (
     Ranks,
@@ -111,7 +111,6 @@ from llm_rl.rl_run import (
 from llm_rl.run_control import diverged, is_finite_step, keep_last_checkpoint, stop_signals
 from llm_rl.sampling import SamplingConfig, check_context, row_generators
 from llm_rl.sampling_strategies import make_sampler
-from llm_rl.sft import set_gradient_checkpointing
 from llm_rl.tasks import Problem, Task, get_task
 from rl.checkpoint import check_budget_left
 from rl.config import config_dict

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 from torch import Tensor
 
-from llm_rl.causal_lm import CausalLM, HFCausalLM, load_causal_lm_and_tokenizer
+from llm_rl.causal_lm import CausalLM, load_causal_lm_and_tokenizer, set_gradient_checkpointing
 from llm_rl.evaluate import EvalResult, TextCodec, evaluate, held_out_problems, longest_prompt, text_codec
 from llm_rl.lora import LoRAConfig, restore_adapters, save_training_model, trainable_parameters, with_lora
 from llm_rl.model import Transformer, num_parameters, preset
@@ -191,17 +191,6 @@ def training_model(cfg: SFTConfig, spec: SFTSpec, resume: Path | None) -> tuple[
     if lora:
         model = with_lora(model, LoRAConfig(cfg.lora_rank, cfg.lora_alpha))
     return model, tokenizer
-
-
-def set_gradient_checkpointing(model: CausalLM, enabled: bool) -> None:
-    """Turns recomputation of each block in the backward pass on or off, for our Transformer or a transformers one."""
-    if isinstance(model, Transformer):
-        model.gradient_checkpointing = enabled
-    elif isinstance(model, HFCausalLM) and enabled:
-        hf = model.hf  # transformers 5 renamed gradient_checkpointing_enable; non-reentrant is its default
-        getattr(hf, "activation_checkpointing_enable", hf.gradient_checkpointing_enable)()
-    elif isinstance(model, HFCausalLM):
-        getattr(model.hf, "activation_checkpointing_disable", model.hf.gradient_checkpointing_disable)()
 
 
 def adamw(model: CausalLM, cfg: SFTConfig) -> torch.optim.AdamW:
