@@ -65,6 +65,8 @@ from rl.seeding import generator_state, restore_generator, seed_everything
 
 MODEL_DIR = "model"
 """The Hugging Face checkpoint inside a run directory."""
+CONTEXT_SAMPLES = 256
+"""Train problems per level measured to find the longest training example (`check_example_length`)."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,23 @@ def training_levels(task: Task, wanted: tuple[int, ...]) -> tuple[int, ...]:
         if level not in task.levels:
             raise UserError(f"{task.name} has no level {level}; set levels to some of {list(task.levels)}.")
     return wanted or task.levels
+
+
+def check_example_length(model: CausalLM, codec: TextCodec, task: Task, levels: tuple[int, ...], seed: int) -> None:
+    """A UserError unless the longest of CONTEXT_SAMPLES train examples per level fits the model's context: past
+    max_position_embeddings GPT-2's position table has no row (an IndexError deep in the first batch). They are drawn
+    with a generator of their own, so the training batches are the same with or without the check."""
+    rng = np.random.default_rng(seed)
+    problems = [task.sample(rng, level, "train") for level in levels for _ in range(CONTEXT_SAMPLES)]
+    longest = max(problems, key=lambda p: len(codec.prompt_ids(p)) + len(codec.encode(p.solution)))
+    positions = len(codec.prompt_ids(longest)) + len(codec.encode(longest.solution))  # the input is all but <eos>
+    limit = model.cfg.max_position_embeddings
+    if positions > limit:
+        raise UserError(
+            f"{task.name} level {longest.level} examples take up to {positions + 1} tokens with <bos> and <eos>, "
+            f"beyond the model's context of {limit} (max_position_embeddings); set levels to lower ones or use a "
+            "longer-context model."
+        )
 
 
 def build_model(spec: SFTSpec, device: str) -> tuple[CausalLM, Tokenizer]:
@@ -270,6 +289,7 @@ def train(cfg: SFTConfig, spec: SFTSpec, resume: Path | None = None) -> SFTResul
     codec = text_codec(model, tokenizer)
     if eval_set:  # max_new_tokens bounds only the evaluations' completions
         check_context(model, longest_prompt(codec, eval_set), cfg.max_new_tokens)
+    check_example_length(model, codec, task, levels, spec.seed + 3)
     run_dir = Path(resume) if resume is not None else new_run_dir(spec.runs_dir, spec.task, "sft", spec.seed)
     optimizer = adamw(model, cfg)
     step = 0 if resume is None else restore_state(run_dir, model, optimizer, rng)

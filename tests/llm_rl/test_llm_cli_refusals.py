@@ -196,3 +196,25 @@ def test_sft_resume_refuses_flags_that_would_change_the_run(cli, tmp_path, warm_
     code, _, err = cli("llm", "sft", "--resume", str(sft_run), "--steps", "161", "--quiet", *argv)
     assert code == 2 and err.startswith(f"error: --resume continues a run with the config it was started with, so "
                                         f"{named} cannot change it; drop")  # fmt: skip
+
+
+def test_sft_refuses_examples_longer_than_the_models_context_before_making_a_run(cli, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from llm_rl.tokenizer import BOS_ID, EOS_ID, build_tokenizer
+
+    tokenizer = build_tokenizer()
+    config = transformers.GPT2Config(vocab_size=tokenizer.get_vocab_size(), n_embd=16, n_layer=1, n_head=2,
+                                     n_positions=32, bos_token_id=BOS_ID, eos_token_id=EOS_ID)  # fmt: skip
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "gpt2")
+    tokenizer.save(str(tmp_path / "gpt2" / "tokenizer.json"))
+    runs = tmp_path / "runs"
+    argv = ["llm", "sft", "--task", "addition", "--model", str(tmp_path / "gpt2"), "--runs-dir", str(runs), "--quiet"]
+    code, _, err = cli(*argv, "--steps", "1", "--set", "eval_problems=0", "levels=[1,2]")
+    assert code == 2 and not runs.exists()
+    last = err.strip().splitlines()[-1]  # after transformers' progress bars
+    assert last.startswith("error: addition level 2 examples take up to ") and last.endswith(
+        "beyond the model's context of 32 (max_position_embeddings); set levels to lower ones or use a longer-context "
+        "model."
+    )
+    code, _, _ = cli(*argv, "--steps", "1", "--set", "eval_problems=0", "levels=[1]", "batch_size=2")
+    assert code == 0  # level 1's examples (at most 31 tokens) fit
