@@ -12,10 +12,12 @@ evaluator computes it exactly with `fractions.Fraction`, every piece of work und
 
 Two expressions are equivalent when they agree at several random rational points (polynomial identity testing:
 distinct rational functions of low degree rarely agree at random points). Bounds: `MAX_CHARS` characters,
-`MAX_DEPTH` nested parentheses/signs/powers, `MAX_DIGITS` digits per number, integer exponents up to `MAX_EXPONENT`,
-intermediate numerators and denominators up to `MAX_BITS` bits, and a wall-clock deadline checked at every node.
-Past `MAX_BITS` (or for a fractional exponent) a point is evaluated in floats instead, compared with a relative
-tolerance. Every failure is an `ExpressionError`, which the callers turn into "not equivalent".
+`MAX_DEPTH` nested parentheses/signs/powers, `MAX_DIGITS` digits per number, numerators and denominators (powers
+included) up to `MAX_BITS` bits, and a wall-clock deadline checked at every node. Exact values are compared exactly:
+past `MAX_BITS` an expression is left undefined at that point rather than rounded, since floats would call 2^300 + 1
+equal to 2^300 and 2^-1100 equal to 0. Only a fractional exponent, whose value may be irrational, sends a point to
+floats, compared with a relative tolerance alone. Every failure is an `ExpressionError`, which the callers turn into
+"not equivalent".
 
 Deviations from a full CAS:
 1. Variables are single letters; "xy" is rejected (write x*y), so English words never parse as products.
@@ -37,8 +39,6 @@ MAX_DEPTH = 64
 """Deepest nesting of parentheses, signs and powers."""
 MAX_DIGITS = 200
 """Most digits in one number literal."""
-MAX_EXPONENT = 256
-"""Largest |integer exponent| evaluated exactly."""
 MAX_BITS = 4_096
 """Largest numerator or denominator (in bits) an exact evaluation may produce."""
 NUM_POINTS = 6
@@ -52,7 +52,11 @@ class ExpressionError(Exception):
 
 
 class _NeedsFloat(ExpressionError):
-    """Exact evaluation would exceed MAX_BITS or needs a fractional power; use floats for this point."""
+    """A fractional power, whose value may be irrational: use floats for this point."""
+
+
+class _TooLarge(ExpressionError):
+    """An exact value beyond MAX_BITS: the expression counts as undefined at this point (module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -226,7 +230,7 @@ def variables(node: Node) -> set[str]:
 
 def _bounded(x: Fraction) -> Fraction:
     if x.numerator.bit_length() > MAX_BITS or x.denominator.bit_length() > MAX_BITS:
-        raise _NeedsFloat("number too large for exact evaluation")
+        raise _TooLarge("number too large for exact evaluation")
     return x
 
 
@@ -237,8 +241,8 @@ def _exact_power(base: Fraction, exponent: Fraction) -> Fraction:
     if base == 0 and e < 0:
         raise ExpressionError("division by zero")
     size = max(base.numerator.bit_length(), base.denominator.bit_length())
-    if abs(e) > MAX_EXPONENT or (size > 1 and size * abs(e) > MAX_BITS):
-        raise _NeedsFloat("power too large for exact evaluation")
+    if size > 1 and size * abs(e) > MAX_BITS:  # checked before computing it; 0, 1 and -1 stay small at any power
+        raise _TooLarge("power too large for exact evaluation")
     return _bounded(base**e)
 
 
@@ -275,12 +279,18 @@ def evaluate_float(node: Node, point: dict[str, float], deadline: float) -> floa
         elif isinstance(node, Neg):
             value = -evaluate_float(node.operand, point, deadline)
         elif isinstance(node, Pow):
-            value = math.pow(evaluate_float(node.base, point, deadline), evaluate_float(node.exponent, point, deadline))
+            base = evaluate_float(node.base, point, deadline)
+            value = math.pow(base, evaluate_float(node.exponent, point, deadline))
+            if value == 0 and base != 0:  # underflow: 2^0.5 * 2^-1100 is not 0
+                raise ExpressionError("underflow in floats")
         else:
             value = evaluate_float(node.first, point, deadline)
             for op, operand in node.rest:
                 x = evaluate_float(operand, point, deadline)
-                value = value + x if op == "+" else value - x if op == "-" else value * x if op == "*" else value / x
+                result = value + x if op == "+" else value - x if op == "-" else value * x if op == "*" else value / x
+                if result == 0 and op in "*/" and value != 0 and x != 0:
+                    raise ExpressionError("underflow in floats")
+                value = result
     except (OverflowError, ValueError, ZeroDivisionError) as error:
         raise ExpressionError(f"undefined in floats: {error}") from error
     if not math.isfinite(value):
@@ -296,9 +306,10 @@ def _value_at(node: Node, point: dict[str, Fraction], deadline: float) -> Fracti
 
 
 def _agree(a: Fraction | float, b: Fraction | float) -> bool:
+    """Exact values when equal, floats within FLOAT_REL_TOL (no absolute tolerance: tiny values are not 0)."""
     if isinstance(a, Fraction) and isinstance(b, Fraction):
         return a == b
-    return math.isclose(float(a), float(b), rel_tol=FLOAT_REL_TOL, abs_tol=1e-12)
+    return math.isclose(float(a), float(b), rel_tol=FLOAT_REL_TOL)
 
 
 def random_points(names: set[str], count: int = NUM_POINTS, seed: int = 0) -> list[dict[str, Fraction]]:

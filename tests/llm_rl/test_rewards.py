@@ -218,9 +218,29 @@ def test_bounds_are_enforced():
         parse("1+" * expressions.MAX_CHARS + "1")
     with pytest.raises(ExpressionError, match="bad number"):
         parse("9" * (expressions.MAX_DIGITS + 1))
-    # Too big to evaluate exactly, so compared in floats: 2^300 is fine there, 9^9^9 overflows and is undefined.
+    # 2^300 is exact (300 bits); 9^9^9 is beyond MAX_BITS and so undefined, like 1/0.
     assert equivalent("2^300", "2^150*2^150")
     assert not equivalent("9^9^9", "9^9^9")
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "match"),
+    [
+        ("2^(-257)", "0", False),  # floats with an absolute tolerance called every tiny value 0
+        ("2^300+1", "2^300", False),  # and rounded the 1 away
+        ("2^1500+1", "2^1500", False),
+        ("2^(-300)", "1/2^300", True),
+        ("2^5000+1", "2^5000", False),  # beyond MAX_BITS: undefined, not rounded
+        ("2^(1/2)*2^(-1100)", "0", False),  # a fractional power goes to floats, where 2^-1100 underflows to 0
+        ("4^(1/2)", "2", True),  # inexact, so within the relative tolerance
+        ("8^(1/3)", "2", True),  # 1.9999999999999998 in floats
+        ("0.5", "1/2", True),
+        ("3/6+0", "0.5", True),
+        ("1/3+0", "0.333333333333", False),  # exact values are compared exactly (a bare number within 1e-6)
+    ],
+)
+def test_exact_values_are_compared_exactly_and_floats_relatively(a, b, match):
+    assert answers_match(a, b) is match and answers_match(b, a) is match
 
 
 HOSTILE = [
