@@ -69,8 +69,9 @@ def answer_and_solution(row: dict[str, Any]) -> tuple[str, str]:
     return answer.strip(), solution or ""
 
 
-def problem_from_row(row: Any, source: str, number: int) -> Problem:
-    """The Problem in one parsed row; MalformedRow if the row does not have the shape in the module docstring."""
+def problem_from_row(row: Any, source: str, number: int, origin: str = "") -> Problem:
+    """The Problem in one parsed row (`origin` says where it is); MalformedRow if the row does not have the shape in
+    the module docstring."""
     if not isinstance(row, dict):
         raise MalformedRow(f"expected a JSON object, got {type(row).__name__}")
     question = row.get("question", row.get("problem"))
@@ -78,9 +79,8 @@ def problem_from_row(row: Any, source: str, number: int) -> Problem:
         raise MalformedRow('"question" (or "problem") is missing, empty or not text')
     answer, solution = answer_and_solution(row)
     level = re.search(r"\d+", str(row.get("level", "")))
-    return Problem(
-        question.strip(), answer, solution, int(level.group(0)) if level else 0, source, f"{source}-{number}"
-    )
+    level = int(level.group(0)) if level else 0
+    return Problem(question.strip(), answer, solution, level, source, f"{source}-{number}", origin)
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
@@ -131,14 +131,14 @@ def row_check(task: Task | None) -> Callable[[Problem, str], bool]:
     return task.check if task is not None and task.reads_question is not None else answer_matches
 
 
-def check_task_question(problem: Problem, task: Task | None, where: str) -> None:
+def check_task_question(problem: Problem, task: Task | None) -> None:
     """A UserError unless the task's verifier can read the problem's question (only countdown's reads questions):
     a file of another task's rows would otherwise fail at the first completion it scores, mid-run."""
     if task is None or task.reads_question is None or task.reads_question(problem.question):
         return
     raise UserError(
-        f"{where}: {problem.question[:60]!r} is not a {task.name} problem like {task.example!r}; pass a file of "
-        f"{task.name} problems or the --task its rows belong to."
+        f"{problem.origin}: {problem.question[:60]!r} is not a {task.name} problem like {task.example!r}; pass a file "
+        f"of {task.name} problems or the --task its rows belong to."
     )
 
 
@@ -157,8 +157,8 @@ def load_problems(path: str | Path, limit: int | None = None, task: Task | None 
         try:
             if isinstance(row, MalformedRow):
                 raise row
-            problems.append(problem_from_row(row, path.stem, number))
-            check_task_question(problems[-1], task, f"{path} {unit} {number}")
+            problems.append(problem_from_row(row, path.stem, number, f"{path} {unit} {number}"))
+            check_task_question(problems[-1], task)
         except MalformedRow as error:
             bad.append((number, str(error)))
             if len(bad) <= MAX_WARNINGS:

@@ -76,9 +76,15 @@ def text_codec(model: Transformer, tokenizer: Tokenizer) -> TextCodec:
     return TextCodec(tokenizer, model.cfg.bos_token_id, eos_ids[0] if eos_ids else None, pad_id, eos_ids)
 
 
-def longest_prompt(codec: TextCodec, problems: Sequence[Problem]) -> int:
-    """Tokens in the longest of the problems' prompts (<bos> included); 0 for no problems."""
-    return max((len(codec.prompt_ids(problem)) for problem in problems), default=0)
+def check_prompts_fit(model: Transformer, codec: TextCodec, problems: Sequence[Problem], max_new_tokens: int) -> None:
+    """`sampling.check_context` for the longest of the problems' prompts (<bos> included), naming its row when it
+    comes from a data file."""
+    lengths = [len(codec.prompt_ids(problem)) for problem in problems]
+    if not lengths:
+        check_context(model, 0, max_new_tokens)  # max_new_tokens alone may not fit
+        return
+    longest = int(np.argmax(lengths))  # the first of the longest
+    check_context(model, lengths[longest], max_new_tokens, problems[longest].origin)
 
 
 def pass_at_k_estimate(n: int, c: int, k: int) -> float:
@@ -132,7 +138,7 @@ def evaluate(
         raise UserError(f"{samples} greedy samples would all be the same; pass a temperature above 0 (e.g. 1.0).")
     check = check or (lambda problem, text: is_correct(text, problem.answer))
     codec = text_codec(model, tokenizer)
-    check_context(model, longest_prompt(codec, problems), max_new_tokens)
+    check_prompts_fit(model, codec, problems, max_new_tokens)
     sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, stop_token_ids=codec.stop_ids)
     generator = torch.Generator().manual_seed(seed)
     rows = [problem for problem in problems for _ in range(samples)]  # each problem's samples side by side

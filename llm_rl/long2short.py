@@ -33,11 +33,11 @@ import torch
 from tokenizers import Tokenizer
 
 from llm_rl.causal_lm import architecture
-from llm_rl.evaluate import Check, longest_prompt, text_codec
+from llm_rl.evaluate import Check, check_prompts_fit, text_codec
 from llm_rl.hf_io import load_pretrained, save_pretrained
 from llm_rl.model import Transformer
 from llm_rl.rewards import is_correct, kimi_length_reward
-from llm_rl.sampling import SamplingConfig, check_context, generate, left_pad
+from llm_rl.sampling import SamplingConfig, generate, left_pad
 from llm_rl.tasks import Problem
 from rl.config import at_least, check_device, seed_type, threads_type
 from rl.errors import UserError
@@ -116,7 +116,7 @@ def sample_responses(model: Transformer, tokenizer: Tokenizer, problems: Sequenc
                      ) -> list[list[Response]]:  # fmt: skip
     """n sampled responses for each problem (in order), batch_size rows at a time."""
     codec = text_codec(model, tokenizer)
-    check_context(model, longest_prompt(codec, problems), sampling.max_new_tokens)
+    check_prompts_fit(model, codec, problems, sampling.max_new_tokens)
     rows = [problem for problem in problems for _ in range(n)]  # each problem's samples side by side
     responses: list[Response] = []
     was_training = model.training

@@ -90,7 +90,7 @@ from llm_rl.distributed import (
     shard,
     token_share,
 )
-from llm_rl.evaluate import TextCodec, held_out_problems, longest_prompt, text_codec
+from llm_rl.evaluate import TextCodec, check_prompts_fit, held_out_problems, text_codec
 from llm_rl.experience import Check, Experience, collect, collect_partial, start_groups
 from llm_rl.lora import LoRAConfig, trainable_parameters, with_lora
 from llm_rl.objectives import LOSS_MEAN_OVER, OBJECTIVES, Objective
@@ -109,7 +109,7 @@ from llm_rl.rl_run import (
     save_state,
 )
 from llm_rl.run_control import diverged, is_finite_step, keep_last_checkpoint, stop_signals
-from llm_rl.sampling import SamplingConfig, check_context, row_generators
+from llm_rl.sampling import SamplingConfig, row_generators
 from llm_rl.sampling_strategies import make_sampler
 from llm_rl.tasks import Problem, Task, get_task
 from rl.checkpoint import check_budget_left
@@ -263,7 +263,7 @@ def train(cfg: RLConfig, spec: RLSpec, resume: Path | None = None) -> RLResult:
     eval_set = held_out_problems(task, cfg.eval_problems * len(eval_levels), spec.seed + 1, eval_levels)
     learner, policy, tokenizer, reference = new_learner(cfg, spec, resume, ranks, pool, seed_everything(spec.seed))
     model, codec = learner.model, text_codec(learner.model, tokenizer)
-    check_context(model, longest_prompt(codec, pool + eval_set), cfg.max_new_tokens)
+    check_prompts_fit(model, codec, pool + eval_set, cfg.max_new_tokens)
     made = new_run_dir(spec.runs_dir, spec.task, spec.algo, spec.seed) if resume is None and ranks.is_main else None
     run_dir = broadcast_path(Path(resume) if resume is not None else made, ranks)
     iteration = 0 if resume is None else restore_state(run_dir, learner, policy)

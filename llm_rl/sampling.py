@@ -59,18 +59,20 @@ class SamplingConfig:
             raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
 
 
-def check_context(model: Transformer, longest_prompt: int, max_new_tokens: int) -> None:
+def check_context(model: Transformer, longest_prompt: int, max_new_tokens: int, origin: str = "") -> None:
     """A UserError unless the longest prompt and max_new_tokens more fit the model's context (its
     max_position_embeddings): positions beyond it are ones the model was never trained on (GPT-2's position table
-    ends there), and the KV cache `generate` allocates for a huge max_new_tokens alone exhausts memory."""
+    ends there), and the KV cache `generate` allocates for a huge max_new_tokens alone exhausts memory. `origin` names
+    the longest prompt's row in a data file ("data.jsonl line 3")."""
     limit = model.cfg.max_position_embeddings
     if longest_prompt + max_new_tokens <= limit:
         return
     room = limit - longest_prompt
-    fix = f"set max_new_tokens to {room} or less" if room >= 1 else "use shorter problems or a longer-context model"
+    shorter = f"shorten or drop {origin}" if origin else "use shorter problems"
+    fix = f"set max_new_tokens to {room} or less" if room >= 1 else f"{shorter} or use a longer-context model"
     raise UserError(
-        f"max_new_tokens {max_new_tokens} plus the longest prompt ({longest_prompt} tokens) exceeds the model's "
-        f"context of {limit} tokens (max_position_embeddings); {fix}."
+        f"max_new_tokens {max_new_tokens} plus the longest prompt ({longest_prompt} tokens{', ' if origin else ''}"
+        f"{origin}) exceeds the model's context of {limit} tokens (max_position_embeddings); {fix}."
     )
 
 

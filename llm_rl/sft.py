@@ -48,12 +48,11 @@ from tokenizers import Tokenizer
 from torch import Tensor
 
 from llm_rl.causal_lm import CausalLM, load_causal_lm_and_tokenizer, set_gradient_checkpointing
-from llm_rl.evaluate import EvalResult, TextCodec, evaluate, held_out_problems, longest_prompt, text_codec
+from llm_rl.evaluate import EvalResult, TextCodec, check_prompts_fit, evaluate, held_out_problems, text_codec
 from llm_rl.lora import LoRAConfig, restore_adapters, save_training_model, trainable_parameters, with_lora
 from llm_rl.model import Transformer, num_parameters, preset
 from llm_rl.precision import autocast
 from llm_rl.run_control import diverged, is_finite_step, keep_last_checkpoint, stop_signals, weights_are_finite
-from llm_rl.sampling import check_context
 from llm_rl.sft_config import SFTConfig, SFTSpec
 from llm_rl.tasks import Problem, Task, get_task
 from llm_rl.tokenizer import BOS_ID, EOS_ID, build_tokenizer
@@ -288,7 +287,7 @@ def train(cfg: SFTConfig, spec: SFTSpec, resume: Path | None = None) -> SFTResul
     model, tokenizer = training_model(cfg, spec, resume)
     codec = text_codec(model, tokenizer)
     if eval_set:  # max_new_tokens bounds only the evaluations' completions
-        check_context(model, longest_prompt(codec, eval_set), cfg.max_new_tokens)
+        check_prompts_fit(model, codec, eval_set, cfg.max_new_tokens)
     check_example_length(model, codec, task, levels, spec.seed + 3)
     run_dir = Path(resume) if resume is not None else new_run_dir(spec.runs_dir, spec.task, "sft", spec.seed)
     optimizer = adamw(model, cfg)

@@ -66,6 +66,8 @@ class Problem:
     """Name of the task (or the data file) the problem comes from."""
     id: str
     """Stable identifier: task, level and a hash of the question."""
+    origin: str = ""
+    """Where a problem read from a file is in it ("data.jsonl line 3"), for messages; empty for generated ones."""
 
     @property
     def prompt(self) -> str:

@@ -218,3 +218,20 @@ def test_sft_refuses_examples_longer_than_the_models_context_before_making_a_run
     )
     code, _, _ = cli(*argv, "--steps", "1", "--set", "eval_problems=0", "levels=[1]", "batch_size=2")
     assert code == 0  # level 1's examples (at most 31 tokens) fit
+
+
+def test_a_data_row_too_long_for_the_context_is_named(cli, tmp_path, warm_model):
+    data = tmp_path / "long.jsonl"
+    rows = [{"question": "Q: 1+1=", "answer": "2"}, {"question": "Q: " + "1+" * 1200 + "1=", "answer": "1201"}]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    runs, out = tmp_path / "runs", tmp_path / "short.jsonl"
+    commands = [["eval", warm_model], ["train", "--init", warm_model, "--task", "addition", "--runs-dir", str(runs)],
+                ["shortest", "--init", warm_model, "--out", str(out)]]  # fmt: skip
+    for argv in commands:
+        code, _, err = cli("llm", *argv, "--data", str(data))
+        assert code == 2 and err.startswith("error: max_new_tokens ")
+        assert err.strip().endswith(
+            f"plus the longest prompt (2407 tokens, {data} line 2) exceeds the model's context of 2048 tokens "
+            f"(max_position_embeddings); shorten or drop {data} line 2 or use a longer-context model."
+        )
+    assert not runs.exists() and not out.exists()
