@@ -117,6 +117,14 @@ class HFCausalLM(nn.Module):
 CausalLM = Transformer | HFCausalLM
 
 
+def require_directory(path: Path, what: str, fix: str) -> None:
+    """A UserError unless `path` is a directory, saying whether it is missing or a file ("{what} {path} does not
+    exist; {fix}.")."""
+    if not path.is_dir():
+        problem = f"{path} is a file, not a directory" if path.exists() else f"{what} {path} does not exist"
+        raise UserError(f"{problem}; {fix}.")
+
+
 def architecture(path: Path) -> str:
     """The first entry of config.json's `architectures`."""
     config = read_json(path / "config.json")

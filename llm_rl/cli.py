@@ -264,13 +264,11 @@ def one_model_path(given: str | None, model: str | None, name: str) -> str | Non
 
 def checkpoint_dir(path: Path) -> Path:
     """The model directory: `path` itself, or `path/model` when `path` is an SFT run directory."""
+    from llm_rl.causal_lm import require_directory
     from llm_rl.sft import MODEL_DIR
 
-    if not path.is_dir():
-        raise UserError(
-            f"checkpoint directory {path} does not exist; pass the directory `rl llm sft` printed (RUN_DIR/model) "
-            "or a Hugging Face model directory."
-        )
+    fix = "pass the directory `rl llm sft` printed (RUN_DIR/model) or a Hugging Face model directory"
+    require_directory(path, "checkpoint directory", fix)
     return path / MODEL_DIR if (path / MODEL_DIR / "config.json").is_file() else path
 
 

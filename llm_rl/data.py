@@ -149,7 +149,8 @@ def load_problems(path: str | Path, limit: int | None = None, task: Task | None 
     if path.suffix not in READERS:
         raise UserError(f"{path} is neither .jsonl nor .parquet; convert it to JSONL with one object per line.")
     if not path.is_file():
-        raise UserError(f"data file {path} does not exist; check the path.")
+        problem = "is a directory, not a file" if path.is_dir() else "does not exist"
+        raise UserError(f"data file {path} {problem}; check the path.")
     unit = "line" if path.suffix == ".jsonl" else "row"
     problems: list[Problem] = []
     bad: list[tuple[int, str]] = []

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from llm_rl.causal_lm import architecture
+from llm_rl.causal_lm import architecture, require_directory
 from llm_rl.evaluate import Check, check_prompts_fit, text_codec
 from llm_rl.hf_io import load_pretrained, save_pretrained
 from llm_rl.model import Transformer
@@ -230,8 +230,7 @@ def model_dir(path: str) -> Path:
     """`path`, or `path/model` when it is a run directory."""
     from llm_rl.sft import MODEL_DIR
 
-    if not Path(path).is_dir():
-        raise UserError(f"model directory {path} does not exist; pass RUN_DIR/model or a Hugging Face directory.")
+    require_directory(Path(path), "model directory", "pass RUN_DIR/model or a Hugging Face directory")
     return Path(path) / MODEL_DIR if (Path(path) / MODEL_DIR / "config.json").is_file() else Path(path)
 
 

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 from torch import Tensor
 
-from llm_rl.causal_lm import CausalLM, load_causal_lm_and_tokenizer, set_gradient_checkpointing
+from llm_rl.causal_lm import CausalLM, load_causal_lm_and_tokenizer, require_directory, set_gradient_checkpointing
 from llm_rl.evaluate import EvalResult, TextCodec, check_prompts_fit, evaluate, held_out_problems, text_codec
 from llm_rl.lora import LoRAConfig, restore_adapters, save_training_model, trainable_parameters, with_lora
 from llm_rl.model import Transformer, num_parameters, preset
@@ -182,8 +182,7 @@ def check_example_length(model: CausalLM, codec: TextCodec, task: Task, levels: 
 def build_model(spec: SFTSpec, device: str) -> tuple[CausalLM, Tokenizer]:
     """The built-in model with the character tokenizer (seeded init), or the causal LM directory at spec.model."""
     if spec.model is not None:
-        if not Path(spec.model).is_dir():
-            raise UserError(f"model directory {spec.model} does not exist; pass a Hugging Face model directory.")
+        require_directory(Path(spec.model), "model directory", "pass a Hugging Face model directory")
         model, tokenizer = load_causal_lm_and_tokenizer(spec.model, dtype=torch.float32, device=device)
         if not model.cfg.eos_token_ids:
             raise UserError(f"{spec.model} names no eos_token_id in config.json; add one so solutions can end.")

@@ -235,3 +235,21 @@ def test_a_data_row_too_long_for_the_context_is_named(cli, tmp_path, warm_model)
             f"(max_position_embeddings); shorten or drop {data} line 2 or use a longer-context model."
         )
     assert not runs.exists() and not out.exists()
+
+
+def test_a_file_where_a_directory_belongs_is_called_a_file(cli, tmp_path, warm_model):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    (tmp_path / "dir.jsonl").mkdir()
+    out = str(tmp_path / "out.jsonl")
+    cases = [
+        (["eval", str(afile), "--task", "addition"], f"{afile} is a file, not a directory; pass the directory"),
+        (["train", "--init", str(afile), "--task", "addition"], f"{afile} is a file, not a directory; pass the"),
+        (["sft", "--task", "addition", "--model", str(afile)], f"{afile} is a file, not a directory; pass a Hugging"),
+        (["merge", str(afile), warm_model, "--out", str(tmp_path / "m")], f"{afile} is a file, not a directory; "),
+        (["shortest", "--init", str(afile), "--task", "addition", "--out", out], f"{afile} is a file, not a dir"),
+        (["eval", warm_model, "--data", str(tmp_path / "dir.jsonl")], "dir.jsonl is a directory, not a file;"),
+    ]
+    for argv, message in cases:
+        code, _, err = cli("llm", *argv)
+        assert code == 2 and err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
