@@ -122,18 +122,9 @@ class UpdateStats:
 
 
 def build_network(cfg: Config, observation_space: gym.Space, action_space: gym.Space, env_id: str) -> ActorCritic:
-    return ActorCritic(
-        observation_space,
-        action_space,
-        cfg.hidden_sizes,
-        "a2c",
-        env_id,
-        cfg.log_std_init,
-        cfg.orthogonal_init,
-        cfg.normalize_observation,
-        share_torso=True,
-        activation=cfg.activation,
-    )
+    return ActorCritic(observation_space, action_space, cfg.hidden_sizes, "a2c", env_id, cfg.log_std_init,
+                       cfg.orthogonal_init, cfg.normalize_observation,
+                       share_torso=True, activation=cfg.activation)  # fmt: skip
 
 
 def build_optimizer(cfg: Config, network: nn.Module) -> torch.optim.Optimizer:

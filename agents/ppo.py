@@ -133,18 +133,9 @@ class MinibatchStats:
 
 
 def build_network(cfg: Config, observation_space: gym.Space, action_space: gym.Space, env_id: str) -> ActorCritic:
-    return ActorCritic(
-        observation_space,
-        action_space,
-        cfg.hidden_sizes,
-        "ppo",
-        env_id,
-        cfg.log_std_init,
-        cfg.orthogonal_init,
-        cfg.normalize_observation,
-        share_torso=True,
-        activation=cfg.activation,
-    )
+    return ActorCritic(observation_space, action_space, cfg.hidden_sizes, "ppo", env_id, cfg.log_std_init,
+                       cfg.orthogonal_init, cfg.normalize_observation,
+                       share_torso=True, activation=cfg.activation)  # fmt: skip
 
 
 def minibatch_step(

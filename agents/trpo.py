@@ -125,17 +125,9 @@ class Config:
 
 
 def build_network(cfg: Config, observation_space: gym.Space, action_space: gym.Space, env_id: str) -> ActorCritic:
-    return ActorCritic(
-        observation_space,
-        action_space,
-        cfg.hidden_sizes,
-        "trpo",
-        env_id,
-        cfg.log_std_init,
-        cfg.orthogonal_init,
-        cfg.normalize_observation,
-        activation=cfg.activation,
-    )
+    return ActorCritic(observation_space, action_space, cfg.hidden_sizes, "trpo", env_id, cfg.log_std_init,
+                       cfg.orthogonal_init, cfg.normalize_observation,
+                       activation=cfg.activation)  # fmt: skip
 
 
 def natural_gradient_step(

@@ -46,3 +46,15 @@ def cli(capsys):
         return code, out, err
 
     return run
+
+
+@pytest.fixture
+def logged_steps():
+    """`logged_steps(run_dir, tag)`: the sorted steps at which a run logged `tag` (sorted: event files that two
+    sessions of a resumed run opened within one second may be read in either order)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def steps(run_dir, tag: str) -> list[int]:
+        return sorted(event.step for event in EventAccumulator(str(run_dir)).Reload().Scalars(tag))
+
+    return steps

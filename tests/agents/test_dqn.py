@@ -154,18 +154,15 @@ def test_dqn_resumes_with_network_optimiser_and_buffer(tmp_path):
     assert not np.array_equal(only(before, "q_network.body.0.weight"), only(after, "q_network.body.0.weight"))
 
 
-def test_a_resumed_run_trains_and_updates_its_target_on_the_uninterrupted_runs_steps(tmp_path):
+def test_a_resumed_run_trains_and_updates_its_target_on_the_uninterrupted_runs_steps(tmp_path, logged_steps):
     cfg = dqn.Config(hidden_sizes=(16,), learning_starts=100, train_frequency=64, gradient_steps=1,
                      target_update_interval=96, buffer_size=2_000)  # fmt: skip
     _, whole = train(cfg, tmp_path / "whole", steps=900)
     _, first = train(cfg, tmp_path / "split", steps=500)  # stops between two phases (at 484 and 548)
     _, resumed = train(cfg, tmp_path / "split", steps=900, run_dir=first.run_dir)
 
-    def phases(run):
-        # sorted: two event files opened within one second may be read in either order
-        return sorted(e.step for e in EventAccumulator(str(run.run_dir)).Reload().Scalars("losses/td_loss"))
-
-    assert phases(whole)[:3] == [100, 164, 228] and phases(resumed) == phases(whole)
+    phases = logged_steps(whole.run_dir, "losses/td_loss")
+    assert phases[:3] == [100, 164, 228] and logged_steps(resumed.run_dir, "losses/td_loss") == phases
     whole_meta, resumed_meta = load_checkpoint(whole.run_dir)[1], load_checkpoint(resumed.run_dir)[1]
     assert resumed_meta["objects"]["target_update"] == whole_meta["objects"]["target_update"] == {"next": 960}
 

@@ -123,17 +123,14 @@ def test_learns_pendulum(tmp_path):
     np.testing.assert_array_equal(replayed, returns)  # the checkpoint holds the policy that was evaluated
 
 
-def test_a_resumed_run_trains_on_the_uninterrupted_runs_steps(tmp_path):
+def test_a_resumed_run_trains_on_the_uninterrupted_runs_steps(tmp_path, logged_steps):
     cfg = sac.Config(hidden_sizes=(8,), learning_starts=100, train_frequency=64, log_every=1, buffer_size=1_000)
     _, whole = train(cfg, tmp_path / "whole", steps=600)
     _, first = train(cfg, tmp_path / "split", steps=300)  # stops between two phases (at 292 and 356)
     _, resumed = train(cfg, tmp_path / "split", steps=600, run_dir=first.run_dir)
 
-    def phases(run):
-        # sorted: two event files opened within one second may be read in either order
-        return sorted(e.step for e in EventAccumulator(str(run.run_dir)).Reload().Scalars("losses/value_loss"))
-
-    assert phases(whole)[:3] == [100, 164, 228] and phases(resumed) == phases(whole)
+    phases = logged_steps(whole.run_dir, "losses/value_loss")
+    assert phases[:3] == [100, 164, 228] and logged_steps(resumed.run_dir, "losses/value_loss") == phases
 
 
 def test_resumes_with_networks_optimisers_temperature_and_buffer(tmp_path):
