@@ -8,9 +8,10 @@ N envs step together for T steps with a ~ pi_old(.|s) (`rl.onpolicy.collect`, GA
 
 by one natural-gradient step (`rl.natural_gradient`): g = grad L at theta_old; x = F^-1 g by conjugate gradient on
 Fisher-vector products (the Hessian of the mean KL at theta_old, plus cg_damping I); the full step
-s = sqrt(2 max_kl / x^T F x) x; then theta_old + c^i s for i = 0, 1, ... until the surrogate improves and the KL,
-measured after the step, is at most max_kl (no step if none does). The critic V(s) then regresses on the GAE
-returns R = A + V_old(s) by Adam, `n_critic_updates` passes over the samples in minibatches of `batch_size`.
+s = sqrt(2 max_kl / x^T F x) x (F damped here too); then theta_old + c^i s for i = 0, 1, ... until the surrogate
+improves and the KL, measured after the step, is at most max_kl (no step if none does). The critic V(s) then
+regresses on the GAE returns R = A + V_old(s) by Adam, `n_critic_updates` passes over the samples in minibatches of
+`batch_size`.
 
 Deviations from the papers:
 1. As in sb3-contrib's TRPO: the critic is trained by Adam on minibatches (the GAE paper solves a trust-region

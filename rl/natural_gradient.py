@@ -2,8 +2,10 @@
 backpropagation, conjugate gradient, and a backtracking line search on the KL constraint.
 
 TRPO's step: g = grad of the surrogate, x = F^-1 g by conjugate gradient using only products F v, the full step
-s = sqrt(2 max_kl / (x^T F x)) x, then the fractions 1, 1/2, 1/4, ... of s until one keeps KL <= max_kl and improves
-the surrogate. Parameters are handled as one flat vector in the order of `params`.
+s = sqrt(2 max_kl / (x^T F x)) x, then the fractions 1, c, c^2, ... of s until one keeps KL <= max_kl and improves
+the surrogate. F here is the damped Fisher matrix F_KL + damping I throughout, in the step size too (as sb3-contrib
+and OpenAI Baselines compute it); the line search checks the KL itself. Parameters are handled as one flat vector in
+the order of `params`.
 """
 
 from __future__ import annotations
