@@ -5,8 +5,10 @@ Actor-Critic").
 QAC, the simplest actor-critic. The actor pi(a|s; theta) acts; the critic q(s, a; w) learns q_pi by Sarsa:
 
     a_{t+1} ~ pi(.|s_{t+1}; theta_t)                                  (the action the env then gets, as in Sarsa)
-    critic  w     <- w + alpha_w [r_{t+1} + gamma q(s_{t+1}, a_{t+1}; w) - q(s_t, a_t; w)] grad_w q(s_t, a_t; w)
-    actor   theta <- theta + alpha_theta q(s_t, a_t; w) grad_theta log pi(a_t|s_t; theta)
+    critic  w_{t+1} = w_t + alpha_w [r_{t+1} + gamma q(s_{t+1}, a_{t+1}; w_t) - q(s_t, a_t; w_t)] grad q(s_t, a_t; w_t)
+    actor   theta_{t+1} = theta_t + alpha_theta q(s_t, a_t; w_{t+1}) grad_theta log pi(a_t|s_t; theta_t)
+
+(the critic steps first and the actor is weighted by the updated critic's value, as Algorithm 10.1 orders them).
 
 Off-policy actor-critic. A fixed behaviour policy beta generates the data; the critic learns v_pi(s; w) by
 importance-weighted TD and the actor follows the importance-weighted TD error:
@@ -264,12 +266,14 @@ def qac_update(
         next_actions = actor(next_obs).sample()
         targets = sarsa_targets(rewards, critic(next_obs, next_actions), terminated, cfg.gamma)
     q_values = critic(obs, actions)
+    critic_loss = value_loss(q_values, targets)
+    optimize(critic_loss, critic_optimizer)  # w_t -> w_{t+1}
+    with torch.no_grad():
+        updated_q_values = critic(obs, actions)  # q(s_t, a_t; w_{t+1}) weights the actor's step (Algorithm 10.1)
     dist = actor(obs)
     entropy = entropy_bonus(dist.entropy())
-    actor_loss = qac_actor_loss(dist.log_prob(actions), q_values.detach())
-    critic_loss = value_loss(q_values, targets)
-    optimize(actor_loss - cfg.ent_coef * entropy, actor_optimizer)  # both steps use w_t, as in the book
-    optimize(critic_loss, critic_optimizer)
+    actor_loss = qac_actor_loss(dist.log_prob(actions), updated_q_values)
+    optimize(actor_loss - cfg.ent_coef * entropy, actor_optimizer)
     return next_actions, {"losses/policy_loss": actor_loss.item(), "losses/value_loss": critic_loss.item(),
                           "charts/entropy": entropy.item(), "charts/q_values": q_values.mean().item()}  # fmt: skip
 

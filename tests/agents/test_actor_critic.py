@@ -68,8 +68,8 @@ def test_sarsa_targets_by_hand():
 
 def test_qac_update_by_hand():
     # pi = (1/2, 1/2); q(s, 0) = 1, q(s, 1) = 3. Env 0 takes action 0 (reward 1, goes on), env 1 action 1 (reward 0,
-    # terminates). Actor ascent, with q(s_t, a_t; w_t) from before the critic's step: mean_i q_i (e_{a_i} - pi)
-    # = (1 (1/2, -1/2) + 3 (-1/2, 1/2)) / 2 = (-1/2, 1/2).
+    # terminates). The critic steps first (Algorithm 10.1), then the actor ascends with the updated q'(s_t, a_t):
+    # mean_i q'_i (e_{a_i} - pi) = (q'_0 (1/2, -1/2) + q'_1 (-1/2, 1/2)) / 2.
     actor = linear_policy([0.0, 0.0])
     critic = ac.DiscreteQNetwork(ONE_STATE, 2, ())
     with torch.no_grad():
@@ -79,11 +79,12 @@ def test_qac_update_by_hand():
     torch.manual_seed(0)
     cfg = ac.QACConfig(gamma=0.9)
     next_actions, stats = ac.qac_update(cfg, t, torch.tensor([0, 1]), actor, critic, sgd(actor), sgd(critic), CPU)
-    np.testing.assert_allclose(actor.head.logits.bias.detach(), [-0.5, 0.5], atol=1e-6)
     # Critic: y_0 = 1 + 0.9 q(s, a'_0) with a'_0 ~ pi as returned, y_1 = 0 (terminated); the gradient of
     # 0.5 mean (q_i - y_i)^2 on output a_i is (q_i - y_i) / 2.
     y0 = 1.0 + 0.9 * [1.0, 3.0][int(next_actions[0])]
     np.testing.assert_allclose(critic.body[0].bias.detach(), [1.0 - (1.0 - y0) / 2, 3.0 - 3.0 / 2], atol=1e-6)
+    # The one-hot input's weight takes the same step as the bias, so q'_i = q_i - (q_i - y_i) = y_i: q' = (y_0, 0).
+    np.testing.assert_allclose(actor.head.logits.bias.detach(), [y0 / 4, -y0 / 4], atol=1e-6)
     assert stats["losses/value_loss"] == pytest.approx(0.5 * ((1.0 - y0) ** 2 + 9.0) / 2)
 
 
