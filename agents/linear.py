@@ -26,7 +26,8 @@ second episode already gets there.
 
 Deviations from the books:
 1. With tile coding the step size per weight is alpha / tilings (S&B 9.5.4's choice, which moves v(s) by about
-   alpha of the TD error); with other features it is alpha.
+   alpha of the TD error); with other features it is alpha, Fourier features included (Konidaris et al. 2011 suggest
+   alpha / ||c|| for the feature of frequency vector c).
 2. Greedy ties in the behaviour policy are broken at random; the final greedy policy takes the first maximiser.
 3. epsilon may decay linearly over `epsilon_decay_steps` environment steps (`epsilon_end`); off by default.
 4. Experience is one stream of autoreset episodes; the budget is environment steps or episodes.
