@@ -73,6 +73,8 @@ def split_kwargs(env_id: str, kwargs: dict) -> tuple[dict, int]:
         return kwargs, 0
     if not preprocess:
         return kwargs, 0
+    if kwargs.get("obs_type") == "ram":
+        raise UserError(f"obs_type=ram gives the 128 RAM bytes, not frames to preprocess; add {OPTION}=false.")
     frame_skip = kwargs.get("frameskip", FRAME_SKIP)
     if not isinstance(frame_skip, int) or isinstance(frame_skip, bool) or frame_skip < 1:
         raise UserError(f"frameskip must be a whole number of frames, not {frame_skip!r}.")

@@ -70,7 +70,13 @@ class Rollout:
         self.finished: list[EpisodeStats] = []
         self._returns = np.zeros(self.num_envs)
         self._lengths = np.zeros(self.num_envs, dtype=np.int64)
-        self.obs, _ = env.reset(seed=seed)
+        first = env.reset(seed=seed)
+        if not (isinstance(first, tuple) and len(first) == 2):
+            raise UserError(
+                f"{self._env_name()}'s reset() returned {type(first).__name__}, not the (obs, info) pair of "
+                "Gymnasium's API; return both from reset()."
+            )
+        self.obs = first[0]
 
     def reset(self, options: dict | None = None) -> Any:
         """Abandons the running episode(s) without recording them and starts afresh."""
@@ -101,7 +107,11 @@ class Rollout:
 
     def _step_single(self, action: Any) -> Transition:
         next_obs, reward, terminated, truncated, _ = self.env.step(action)
-        if not math.isfinite(reward):
+        try:
+            finite = math.isfinite(reward)
+        except TypeError:  # an array or another non-number
+            self._refuse_reward(reward)
+        if not finite:
             self._refuse_reward(reward)
         self._record(0, reward)
         if self.clip_reward:
@@ -115,7 +125,12 @@ class Rollout:
         return transition
 
     def _step_vector(self, actions: np.ndarray) -> Transition:
-        obs, rewards, terminated, truncated, infos = self.env.step(actions)
+        try:
+            obs, rewards, terminated, truncated, infos = self.env.step(actions)
+        except ValueError as error:  # SyncVectorEnv storing an env's array reward into its (N,) reward array
+            if "setting an array element with a sequence" not in str(error):
+                raise
+            self._refuse_reward("an array")
         next_obs = obs
         done = np.logical_or(terminated, truncated)
         if done.any():
@@ -136,14 +151,18 @@ class Rollout:
         self.obs = obs
         return transition
 
-    def _refuse_reward(self, reward: float) -> None:
-        """A reward of NaN or +-inf would turn every value it reaches into NaN; stop with the env named instead."""
-        one_env = self.env.envs[0] if hasattr(self.env, "envs") else self.env  # a SyncVectorEnv's first env
-        env = one_env.spec.id if one_env.spec is not None else type(one_env.unwrapped).__name__
+    def _refuse_reward(self, reward: Any) -> None:
+        """A reward of NaN or +-inf would turn every value it reaches into NaN, and one that is not a single number
+        has no meaning for a learner; stop with the env named instead."""
         raise UserError(
-            f"{env} returned a non-finite reward ({reward}) at step {self.global_step}; learning needs finite rewards: "
-            "fix the env or the reward settings passed to it (--env-kwargs)."
+            f"{self._env_name()} returned a reward that is not one finite number ({reward}) at step "
+            f"{self.global_step}; learning needs finite scalar rewards: fix the env or the reward settings passed to "
+            "it (--env-kwargs)."
         )
+
+    def _env_name(self) -> str:
+        one_env = self.env.envs[0] if hasattr(self.env, "envs") else self.env  # a SyncVectorEnv's first env
+        return one_env.spec.id if one_env.spec is not None else type(one_env.unwrapped).__name__
 
     def _record(self, i: int, reward: float) -> None:
         self._returns[i] += reward

@@ -59,6 +59,7 @@ def test_frameskip_and_the_opt_out():
         ("CartPole-v1", {"atari_preprocessing": False}, "Atari games .* only"),
         ("ALE/Pong-v5", {"atari_preprocessing": "no"}, "true or false"),
         ("ALE/Pong-v5", {"frameskip": 0}, "whole number of frames"),
+        ("ALE/Pong-v5", {"obs_type": "ram"}, "obs_type=ram gives the 128 RAM bytes.*atari_preprocessing=false"),
     ],
 )
 def test_bad_atari_options_are_user_errors(env_id, kwargs, message):

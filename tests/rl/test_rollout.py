@@ -132,8 +132,32 @@ def test_a_non_finite_reward_stops_the_rollout_naming_the_env(vector):
     )
     rollout = Rollout(env, seed=0)
     rollout.step(np.zeros(2, dtype=np.int64) if vector else 0)
-    with pytest.raises(UserError, match=r"NonFiniteRewardEnv returned a non-finite reward \(nan\) at step [12];"):
+    with pytest.raises(UserError, match=r"NonFiniteRewardEnv returned a reward that is not one finite number \(nan\) "):
         rollout.step(np.zeros(2, dtype=np.int64) if vector else 0)
+
+
+class ArrayRewardEnv(LargeRewardEnv):
+    REWARDS = (1.0, np.array([1.0, 2.0]), 0.5)
+
+
+class ResetWithoutInfoEnv(LargeRewardEnv):
+    def reset(self, seed=None, options=None):
+        return super().reset(seed=seed)[0]
+
+
+@pytest.mark.parametrize("vector", [False, True])
+def test_a_reward_that_is_not_one_number_stops_the_rollout_naming_the_env(vector):
+    same_step = gym.vector.AutoresetMode.SAME_STEP
+    env = gym.vector.SyncVectorEnv([ArrayRewardEnv] * 2, autoreset_mode=same_step) if vector else ArrayRewardEnv()
+    rollout = Rollout(env, seed=0)
+    rollout.step(np.zeros(2, dtype=np.int64) if vector else 0)
+    with pytest.raises(UserError, match="ArrayRewardEnv returned a reward that is not one finite number"):
+        rollout.step(np.zeros(2, dtype=np.int64) if vector else 0)
+
+
+def test_a_reset_that_returns_no_info_is_one_user_error():
+    with pytest.raises(UserError, match=r"ResetWithoutInfoEnv's reset\(\) returned int, not the \(obs, info\) pair"):
+        Rollout(ResetWithoutInfoEnv(), seed=0)
 
 
 def test_a_nan_reward_from_the_cli_is_one_error_line(cli, tmp_path):
