@@ -60,7 +60,7 @@ AGENTS: dict[str, AgentEntry] = {
             td.TD0Config,
             td.train_td0,
             predicted_act_from_checkpoint,
-        ),  # fmt: skip
+        ),
         _tabular("sarsa", "Sarsa: on-policy TD control (book 7.2)", td.TDConfig, td.train_sarsa),
         _tabular(
             "expected_sarsa",

@@ -110,7 +110,7 @@ class Rollout:
         try:
             finite = math.isfinite(reward)
         except TypeError:  # an array or another non-number
-            self._refuse_reward(reward)
+            finite = False
         if not finite:
             self._refuse_reward(reward)
         self._record(0, reward)
