@@ -203,7 +203,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         entry = get_agent(spec.agent)
         cfg = build_config(entry.config, overrides, spec.agent)
         with Run(spec, config_dict(cfg), run_dir=run_dir) as run:
-            run.logger.line(f"training {spec.agent} on {spec.env_id} (seed {spec.seed}) -> {run.run_dir}")
+            run.announce(f"training {spec.agent} on {spec.env_id} (seed {spec.seed}) -> {run.run_dir}")
             entry.train(cfg, run)
         if run.stop_requested and run.budget_spent:  # the signal came during the final evaluation
             print(f"stopped in the final evaluation; training finished, checkpoint saved in {run.run_dir}.",

@@ -135,6 +135,12 @@ class Run:
             quiet=spec.quiet,
         )
         self._next_checkpoint = global_step + spec.checkpoint_every
+        self._announcement: str | None = None
+
+    def announce(self, text: str) -> None:
+        """A line printed when training starts (the first `keep_going`), not before: an agent that refuses the env's
+        spaces stops before that, and its run directory, removed on the way out, should not have been named."""
+        self._announcement = text
 
     def _check_resumable(self, run_dir: Path) -> tuple[int, int]:
         """The checkpoint's step and episode count, once it is known to be this agent's and to have budget left."""
@@ -203,6 +209,9 @@ class Run:
         """Logs what finished since the last call, checkpoints when due; False once the budget is spent or a stop
         signal came."""
         step = self.rollout.global_step
+        if self._announcement is not None:
+            self.logger.line(self._announcement)
+            self._announcement = None
         if self.rollout.finished:  # most steps finish nothing: skip the call and the fresh empty list
             self.logger.episodes(self.rollout.pop_finished(), step)
         self.logger.progress(step)

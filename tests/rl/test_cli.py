@@ -248,6 +248,7 @@ def test_user_errors_are_one_line_and_exit_2(capsys, tmp_path, argv, message):
     assert err.startswith("error: ") and message in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not list(tmp_path.iterdir())  # no half-made run directory left behind
+    assert str(tmp_path) not in out  # nor a line naming one
 
 
 class NeedsAMissingExtra(gym.Env):
