@@ -10,7 +10,7 @@ of one transition, treating the target as a constant (a semi-gradient):
     q_learning_linear  w_a <- w_a + alpha [r + gamma max_a' q(s', a', w) - q(s, a, w)] x(s)     (book 8.3.2)
 
 td_linear predicts the values of a fixed policy (uniform by default) and, on envs that expose their model, logs
-eval/value_rmse against the exact values from agents.planning.policy_evaluation. The control agents act
+eval/value_rmse against the exact values from agents.planning.evaluate_policy_exactly. The control agents act
 epsilon-greedily on q. A terminated step's target has no bootstrap term; a truncated step's does, from the final
 observation. With features='one_hot' each agent is its tabular twin in agents/td.py, step for step.
 
@@ -46,7 +46,7 @@ import gymnasium as gym
 import numpy as np
 
 from agents.features import FEATURE_KINDS, FeatureMap, Features, make_features
-from agents.planning import one_hot_policy, policy_evaluation, value_iteration
+from agents.planning import evaluate_policy_exactly, one_hot_policy, value_iteration
 from agents.tabular import POLICY_DRAW_SEED, epsilon_at, epsilon_greedy_action
 from agents.td import check_unit_interval, td_target
 from rl.errors import Diverged, UserError
@@ -198,7 +198,9 @@ def train_td_linear(cfg: PredictionConfig, run: Run) -> LinearResult:
     features = feature_map(cfg, run.env)
     policy = evaluated_policy(cfg, run, n_actions)
     model = model_of(run.env)
-    true_values = policy_evaluation(model, policy_table(policy, run.env), cfg.gamma) if model is not None else None
+    true_values = (
+        evaluate_policy_exactly(model, policy_table(policy, run.env), cfg.gamma) if model is not None else None
+    )
     w = run.state("w", np.zeros(features.n_features))
     rollout = run.rollout
     next_eval = rollout.global_step

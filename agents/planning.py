@@ -19,7 +19,10 @@ Departures from the book:
    iteration with j = 1 takes exactly the steps of value iteration.
 2. Greedy ties go to the first action within 1e-9 (relative) of the maximum, so floating-point noise cannot flip a
    tie and make policy iteration cycle. The book's figures show one of the tied actions without saying which.
-3. gamma must lie in [0, 1): the book's convergence proofs rest on the contraction that gamma < 1 gives.
+3. gamma may be 1, as in Sutton & Barto's episodic examples (the gambler's problem, cliff walking), though the book's
+   convergence proofs rest on the contraction that gamma < 1 gives. Undiscounted values exist only where episodes
+   end: a policy under which some state's episode runs forever has none, and a planner that meets one (policy
+   iteration's first policy, say, or an optimum that collects reward forever) stops with an error that says so.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
-from scipy.sparse.linalg import spsolve
+from scipy.sparse.linalg import splu
 
 from rl.errors import UserError
 from rl.mdp import TabularModel
@@ -80,18 +83,31 @@ def policy_rewards_and_transitions(model: TabularModel, policy: np.ndarray) -> t
 
 
 def check_gamma(gamma: float) -> None:
-    if not 0.0 <= gamma < 1.0:
-        raise UserError(f"planning needs a discount gamma in [0, 1), got {gamma}; pass e.g. gamma=0.9.")
+    if not 0.0 <= gamma <= 1.0:
+        raise UserError(f"planning needs a discount gamma in [0, 1], got {gamma}; pass e.g. gamma=0.9.")
+
+
+def no_finite_values(name: str, fix: str = "pass gamma < 1") -> UserError:
+    return UserError(
+        f"{name} met a policy with no finite undiscounted values: from some state its episode never ends; {fix}."
+    )
 
 
 # ---- policy evaluation ----
 
 
 def evaluate_policy_exactly(model: TabularModel, policy: np.ndarray, gamma: float) -> np.ndarray:
-    """(S,) v_pi from the closed form: solve (I - gamma * P_pi) v = r_pi (a sparse LU factorisation)."""
+    """(S,) v_pi from the closed form: solve (I - gamma * P_pi) v = r_pi (a sparse LU factorisation). The matrix is
+    singular only at gamma = 1, for a policy under which some episode never ends."""
     check_gamma(gamma)
     r_pi, p_pi = policy_rewards_and_transitions(model, policy)
-    return np.atleast_1d(spsolve(sparse.identity(model.n_states, format="csc") - gamma * p_pi.tocsc(), r_pi))
+    try:
+        values = splu(sparse.identity(model.n_states, format="csc") - gamma * p_pi.tocsc()).solve(r_pi)
+    except RuntimeError:  # "Factor is exactly singular"
+        raise no_finite_values("policy evaluation") from None
+    if not np.isfinite(values).all():
+        raise no_finite_values("policy evaluation")
+    return values
 
 
 def policy_evaluation(
@@ -116,7 +132,8 @@ def policy_evaluation(
 def not_converged(name: str, max_iterations: int) -> UserError:
     return UserError(
         f"{name} did not converge within {max_iterations} iterations; lower gamma (rl plan --gamma), or raise "
-        "max_iterations when calling the planner from Python."
+        "max_iterations when calling the planner from Python. At gamma = 1 the values may not exist: they need "
+        "episodes that end."
     )
 
 
@@ -147,7 +164,11 @@ def policy_iteration(
     check_gamma(gamma)
     actions = greedy_policy(model.q_from_v(np.zeros(model.n_states), gamma))
     for k in range(1, max_iterations + 1):
-        values = evaluate_policy_exactly(model, one_hot_policy(actions, model.n_actions), gamma)
+        try:
+            values = evaluate_policy_exactly(model, one_hot_policy(actions, model.n_actions), gamma)
+        except UserError:
+            fix = "pass gamma < 1, or use value_iteration (policy iteration starts greedy on the immediate rewards)"
+            raise no_finite_values("policy iteration", fix) from None
         improved = greedy_policy(model.q_from_v(values, gamma))
         if np.array_equal(improved, actions):
             return plan_result(model, values, gamma, k)

@@ -24,13 +24,14 @@ Deviations from the book:
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from agents.planning import policy_evaluation
+from agents.planning import evaluate_policy_exactly
 from agents.tabular import (
     TabularResult,
     cumulative_policy,
@@ -108,11 +109,15 @@ class TD0Config:
     """Step size of the TD update."""
     policy: str = "uniform"
     """Policy to evaluate: 'uniform', or 'optimal' (the planner's greedy optimal policy; needs the env's model)."""
+    initial_value: float = 0.0
+    """v(s) before any update (0.5 in S&B's random walk, Example 6.2); states where episodes end keep it."""
     eval_every: int = 1_000
     """Log eval/value_rmse every this many environment steps (envs that expose their model)."""
 
     def __post_init__(self) -> None:
         check_unit_interval("gamma", self.gamma)
+        if not math.isfinite(self.initial_value):
+            raise ValueError(f"initial_value must be a finite number, not {self.initial_value}")
         if self.policy not in ("uniform", "optimal"):
             raise ValueError(f"policy must be 'uniform' or 'optimal', not {self.policy!r}")
 
@@ -155,8 +160,8 @@ def train_td0(cfg: TD0Config, run: Run) -> TabularResult:
     n_states, n_actions = table_shape(run)
     model = model_of(run.env)
     policy = policy_to_evaluate(cfg, run, n_states, n_actions)
-    true_values = policy_evaluation(model, policy, cfg.gamma) if model is not None else None
-    v = run.state("v", np.zeros(n_states))
+    true_values = evaluate_policy_exactly(model, policy, cfg.gamma) if model is not None else None
+    v = run.state("v", np.full(n_states, cfg.initial_value))
     cumulative = cumulative_policy(policy)  # actions are drawn as rng.choice(A, p=policy[s]) would, only cheaper
     rollout = run.rollout
     next_eval = rollout.global_step

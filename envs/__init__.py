@@ -7,6 +7,8 @@ import gymnasium
 ENV_DESCRIPTIONS: dict[str, str] = {
     "GridWorld-v0": "Zhao's 5x5 textbook grid world: a target, six forbidden cells, moves up/right/down/left/stay.",
     "WindyGridWorld-v0": "S&B's windy grid world (Example 6.5); king_moves, stochastic_wind: Exercises 6.9, 6.10.",
+    "RandomWalk-v0": "S&B's random walk: 5 states (Example 6.2); n_states=19 left_reward=-1 for Example 7.1.",
+    "GamblersProblem-v0": "S&B's gambler's problem (Example 4.3): stake on coin flips to reach $100; p_heads=0.4.",
 }
 """One line per env, for `rl list`."""
 REGISTERED_ENVS: list[str] = list(ENV_DESCRIPTIONS)
@@ -14,7 +16,12 @@ REGISTERED_ENVS: list[str] = list(ENV_DESCRIPTIONS)
 # Importing twice (or reloading) must not register twice: Gymnasium would warn about overriding the id.
 if "GridWorld-v0" not in gymnasium.registry:
     gymnasium.register(id="GridWorld-v0", entry_point="envs.grid_world:GridWorld", max_episode_steps=100)
-if "WindyGridWorld-v0" not in gymnasium.registry:
-    gymnasium.register(
-        id="WindyGridWorld-v0", entry_point="envs.windy_grid_world:WindyGridWorld", max_episode_steps=10_000
-    )
+ENTRY_POINTS = {
+    "WindyGridWorld-v0": "envs.windy_grid_world:WindyGridWorld",
+    "RandomWalk-v0": "envs.random_walk:RandomWalk",
+    "GamblersProblem-v0": "envs.gamblers_problem:GamblersProblem",
+}
+"""Envs whose episodes the book does not cap; a 10,000-step limit ends a greedy policy that would go round forever."""
+for env_id, entry_point in ENTRY_POINTS.items():
+    if env_id not in gymnasium.registry:
+        gymnasium.register(id=env_id, entry_point=entry_point, max_episode_steps=10_000)

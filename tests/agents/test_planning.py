@@ -15,6 +15,7 @@ from agents.planning import (
     greedy_policy,
     one_hot_policy,
     policy_evaluation,
+    policy_iteration,
     truncated_policy_iteration,
     value_iteration,
 )
@@ -139,10 +140,29 @@ def test_one_hot_policy() -> None:
     np.testing.assert_array_equal(one_hot_policy(np.array([2, 0]), 3), [[0, 0, 1], [1, 0, 0]])
 
 
-@pytest.mark.parametrize("gamma", [1.0, -0.1])
+@pytest.mark.parametrize("gamma", [1.5, -0.1])
 def test_gamma_outside_the_unit_interval_is_a_user_error(gamma: float) -> None:
     with pytest.raises(UserError, match="gamma"):
         value_iteration(two_state_mdp(), gamma)
+
+
+@pytest.mark.parametrize("name", sorted(PLANNERS))
+def test_undiscounted_planning_on_an_episodic_task(name: str) -> None:
+    # quit_or_gamble at gamma = 1: quitting is worth 1, gambling 0.6 + 0.5 v, so gambling forever is worth 1.2.
+    result = PLANNERS[name](quit_or_gamble_mdp(), 1.0)
+    np.testing.assert_allclose(result.values, [1.2], atol=1e-9)
+    assert result.policy[0] == 1
+
+
+def test_undiscounted_values_that_do_not_exist_are_user_errors() -> None:
+    # In two_state_mdp nothing ends and state 1 pays 2 for ever: no finite undiscounted value.
+    stay = one_hot_policy(np.array([0, 0]), 2)
+    with pytest.raises(UserError, match="never ends"):
+        evaluate_policy_exactly(two_state_mdp(), stay, 1.0)
+    with pytest.raises(UserError, match="never ends.*value_iteration"):
+        policy_iteration(two_state_mdp(), 1.0)
+    with pytest.raises(UserError, match="did not converge.*gamma = 1"):
+        value_iteration(two_state_mdp(), 1.0, max_iterations=1000)
 
 
 def test_bad_truncation_and_non_convergence_are_user_errors() -> None:

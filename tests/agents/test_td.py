@@ -110,6 +110,14 @@ def test_td0_values_approach_the_planners_policy_evaluation(tmp_path):
     assert rmse(late.values) < rmse(early.values) / 3
 
 
+def test_td0_predicts_undiscounted_values_on_an_episodic_task(tmp_path, logged_steps):
+    # CliffWalking at gamma = 1, the book's setting, used to stop at the start: the planner behind eval/value_rmse
+    # refused gamma = 1. The uniform policy's undiscounted values exist, as its episodes end.
+    result, run = train(td.train_td0, td.TD0Config(gamma=1.0), "CliffWalking-v1", tmp_path, steps=3000)
+    assert logged_steps(run.run_dir, "eval/value_rmse") == [1, 1000, 2000, 3000]
+    assert np.isfinite(result.values).all() and result.values.min() < -10
+
+
 def test_td0_evaluates_the_policy_it_predicts_and_rl_eval_repeats_it(tmp_path):
     # The uniform policy's expected return over GridWorld's 100-step episodes from the corner: 100 finite-horizon
     # backups v_k = r_pi + P_pi v_(k-1) (undiscounted; the book's grid world never terminates).
