@@ -42,7 +42,7 @@ Deviations from the book:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,10 +145,11 @@ class Episode:
 # ---- returns and their averages ----
 
 
-def discounted_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
-    """(T,) g_t = r_(t+1) + gamma * g_(t+1) with g_T = 0, computed backwards as in the book's algorithms."""
+def discounted_returns(rewards: Sequence[float], gamma: float, bootstrap: float = 0.0) -> np.ndarray:
+    """(T,) g_t = r_(t+1) + gamma * g_(t+1) with g_T = bootstrap (0 at a terminal state), computed backwards as in
+    the book's algorithms."""
     returns = np.zeros(len(rewards))
-    g = 0.0
+    g = bootstrap
     for t in reversed(range(len(rewards))):
         g = rewards[t] + gamma * g
         returns[t] = g

@@ -61,6 +61,20 @@ AGENTS: dict[str, AgentEntry] = {
             td.train_td0,
             predicted_act_from_checkpoint,
         ),
+        AgentEntry(
+            "nstep_td",
+            "n-step TD prediction of a given policy's state values (S&B 7.1)",
+            td.NStepTDConfig,
+            td.train_nstep_td,
+            predicted_act_from_checkpoint,
+        ),
+        AgentEntry(
+            "mc_prediction",
+            "Constant-alpha Monte Carlo prediction of a given policy's state values (S&B 6.1)",
+            td.TD0Config,
+            td.train_mc_prediction,
+            predicted_act_from_checkpoint,
+        ),
         _tabular("sarsa", "Sarsa: on-policy TD control (book 7.2)", td.TDConfig, td.train_sarsa),
         _tabular(
             "expected_sarsa",

@@ -3,12 +3,16 @@
 Each agent updates a table towards a TD target after every step, with step size alpha:
 
     td0                  v(s) <- v(s) + alpha [r + gamma v(s') - v(s)]                              (book 7.1)
+    nstep_td             target r_1 + gamma r_2 + ... + gamma^(n-1) r_n + gamma^n v(s_n)                   (S&B 7.1)
+    mc_prediction        target the whole return G_t, updated at the episode's end            (S&B 6.1, eq. 6.1)
     sarsa                q(s,a) <- q(s,a) + alpha [r + gamma q(s',a') - q(s,a)],  a' ~ pi(s')        (book 7.2)
     expected_sarsa       target r + gamma sum_a' pi(a'|s') q(s',a')                                   (book 7.3.1)
     nstep_sarsa          target r_1 + gamma r_2 + ... + gamma^(n-1) r_n + gamma^n q(s_n, a_n)          (book 7.3.2)
     q_learning           target r + gamma max_a' q(s',a'), behaviour epsilon-greedy on q         (book 7.4, on-policy)
     q_learning_offpolicy same target, behaviour a fixed exploratory policy (uniform default)     (book 7.4, off-policy)
 
+The three prediction agents estimate the state values of a fixed policy (uniform by default); mc_prediction is
+constant-alpha Monte Carlo, which is n-step TD with n longer than any episode, and runs as that.
 The control agents improve the policy after each update: it is epsilon-greedy on q (book Algorithm 7.1).
 A terminated step's target has no bootstrap term; a truncated step's does, from the final observation.
 
@@ -26,11 +30,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from agents.monte_carlo import discounted_returns
 from agents.planning import evaluate_policy_exactly
 from agents.tabular import (
     TabularResult,
@@ -101,12 +106,12 @@ class OffPolicyQConfig:
 
 @dataclass(frozen=True)
 class TD0Config:
-    """TD(0) prediction of the state values of a given policy."""
+    """Prediction of the state values of a given policy: TD(0), and constant-alpha Monte Carlo."""
 
     gamma: float = 0.9
     """Discount factor."""
     alpha: float = 0.05
-    """Step size of the TD update."""
+    """Step size of the update."""
     policy: str = "uniform"
     """Policy to evaluate: 'uniform', or 'optimal' (the planner's greedy optimal policy; needs the env's model)."""
     initial_value: float = 0.0
@@ -120,6 +125,19 @@ class TD0Config:
             raise ValueError(f"initial_value must be a finite number, not {self.initial_value}")
         if self.policy not in ("uniform", "optimal"):
             raise ValueError(f"policy must be 'uniform' or 'optimal', not {self.policy!r}")
+
+
+@dataclass(frozen=True)
+class NStepTDConfig(TD0Config):
+    """n-step TD prediction."""
+
+    n: int = 4
+    """Number of rewards before bootstrapping; n=1 is TD(0), n longer than every episode is constant-alpha MC."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.n < 1:
+            raise ValueError(f"n must be at least 1, not {self.n}")
 
 
 def check_unit_interval(name: str, value: float) -> None:
@@ -144,7 +162,7 @@ def max_q(q_row: np.ndarray) -> float:
     return max(q_row.tolist())
 
 
-def nstep_return(rewards: list[float], bootstrap: float, gamma: float) -> float:
+def nstep_return(rewards: Sequence[float], bootstrap: float, gamma: float) -> float:
     """r_1 + gamma r_2 + ... + gamma^(k-1) r_k + gamma^k bootstrap, for k = len(rewards)."""
     g = bootstrap
     for reward in reversed(rewards):
@@ -157,22 +175,73 @@ def nstep_return(rewards: list[float], bootstrap: float, gamma: float) -> float:
 
 def train_td0(cfg: TD0Config, run: Run) -> TabularResult:
     """TD(0) prediction (book Algorithm 7.1 in its state-value form)."""
-    n_states, n_actions = table_shape(run)
-    model = model_of(run.env)
-    policy = policy_to_evaluate(cfg, run, n_states, n_actions)
-    true_values = evaluate_policy_exactly(model, policy, cfg.gamma) if model is not None else None
-    v = run.state("v", np.full(n_states, cfg.initial_value))
+    policy, v, log_error = start_prediction(cfg, run)
     cumulative = cumulative_policy(policy)  # actions are drawn as rng.choice(A, p=policy[s]) would, only cheaper
     rollout = run.rollout
-    next_eval = rollout.global_step
     while run.keep_going():
         s = int(rollout.obs)
         t = rollout.step(sample_action(cumulative[s], run.rng))
         v[s] += cfg.alpha * (td_target(t.rewards, v[int(t.next_obs)], t.terminated, cfg.gamma) - v[s])
-        if true_values is not None and rollout.global_step >= next_eval:
-            run.log("eval/value_rmse", np.sqrt(np.mean((v - true_values) ** 2)))
-            next_eval += cfg.eval_every
+        log_error(v)
     return finish(run, values=v, policy=policy, predicted=True)
+
+
+def train_nstep_td(cfg: NStepTDConfig, run: Run) -> TabularResult:
+    """n-step TD prediction (S&B 7.1): update s_t once r_(t+1) .. r_(t+n) and s_(t+n) are known."""
+    return predict_from_nstep_returns(cfg, run, cfg.n)
+
+
+def train_mc_prediction(cfg: TD0Config, run: Run) -> TabularResult:
+    """Constant-alpha Monte Carlo (S&B 6.1, eq. 6.1), every visit: v(s_t) moves towards the return G_t."""
+    return predict_from_nstep_returns(cfg, run, n=None)
+
+
+def predict_from_nstep_returns(cfg: TD0Config, run: Run, n: int | None) -> TabularResult:
+    """n-step TD, or with n=None the whole return (updates wait for the episode's end); a truncated episode's pending
+    states bootstrap from its final observation, a terminated one's do not."""
+    policy, v, log_error = start_prediction(cfg, run)
+    cumulative = cumulative_policy(policy)
+    rollout = run.rollout
+    states: deque[int] = deque()  # s_k, ..., s_t: the steps not yet updated, oldest first
+    rewards: deque[float] = deque()  # r_(k+1), ..., r_(t+1)
+    while run.keep_going():
+        s = int(rollout.obs)
+        t = rollout.step(sample_action(cumulative[s], run.rng))
+        states.append(s)
+        rewards.append(float(t.rewards))
+        if t.terminated or t.truncated:  # every pending step's (shorter) return, in one backward pass
+            bootstrap = 0.0 if t.terminated else v[int(t.next_obs)]
+            for s_k, g in zip(states, discounted_returns(rewards, cfg.gamma, bootstrap), strict=True):
+                v[s_k] += cfg.alpha * (g - v[s_k])
+            states.clear()
+            rewards.clear()
+        elif len(states) == n:
+            s_k = states.popleft()
+            v[s_k] += cfg.alpha * (nstep_return(rewards, v[int(t.next_obs)], cfg.gamma) - v[s_k])
+            rewards.popleft()
+        log_error(v)
+    return finish(run, values=v, policy=policy, predicted=True)
+
+
+def start_prediction(cfg: TD0Config, run: Run) -> tuple[np.ndarray, np.ndarray, Callable[[np.ndarray], None]]:
+    """The policy to evaluate (S, A), the value table (S,), and log_error(v), which logs eval/value_rmse every
+    `eval_every` steps against the exact values when the env exposes its model, and does nothing otherwise."""
+    n_states, n_actions = table_shape(run)
+    model = model_of(run.env)
+    policy = policy_to_evaluate(cfg, run, n_states, n_actions)
+    v = run.state("v", np.full(n_states, cfg.initial_value))
+    if model is None:
+        return policy, v, lambda values: None
+    true_values = evaluate_policy_exactly(model, policy, cfg.gamma)
+    next_log = run.rollout.global_step
+
+    def log_error(values: np.ndarray) -> None:
+        nonlocal next_log
+        if run.rollout.global_step >= next_log:
+            run.log("eval/value_rmse", np.sqrt(np.mean((values - true_values) ** 2)))
+            next_log += cfg.eval_every
+
+    return policy, v, log_error
 
 
 def policy_to_evaluate(cfg: TD0Config, run: Run, n_states: int, n_actions: int) -> np.ndarray:
