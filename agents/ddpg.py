@@ -45,7 +45,7 @@ from torch import nn
 
 from agents.ddpg_networks import Actor, Critic, action_bounds, deterministic_policy
 from rl.exploration import ExplorationNoise, GaussianNoise, OrnsteinUhlenbeckNoise, noisy_actions
-from rl.images import image_layout
+from rl.images import image_layout, replay_frame_stack
 from rl.networks import adam, check_normalizable, frozen, polyak_update, update_observation_statistics
 from rl.replay_buffer import ReplayBatch, ReplayBuffer
 from rl.run import Run
@@ -239,6 +239,7 @@ def replay_buffer_for(cfg: DDPGConfig, observation_space: gym.Space, action_spac
         gamma=cfg.gamma,
         device=torch.device(cfg.device),
         compact_observations=image_layout(observation_space) is not None,  # frames kept once (rl.frame_store)
+        frame_stack=replay_frame_stack(observation_space),
     )
 
 

@@ -4,7 +4,8 @@ Storage is a preallocated NumPy ring of `capacity` rows (the oldest row is overw
 so there is no Python object per transition. `add` takes one step of N envs (arrays with a leading N axis, as
 `rl.rollout.Rollout` hands them over). `next_obs` is stored next to `obs`: twice the observation memory, but every
 row is self-contained across episode ends, env boundaries and n-step windows. With `compact_observations` (for
-images) each frame is kept once and the rows hold references to it (`rl.frame_store`); sampled batches are the same.
+images) each frame is kept once and the rows hold references to it (`rl.frame_store`), with `frame_stack` = K each
+frame of observations that stack K frames along their first axis; sampled batches are the same.
 
 n-step returns (Sutton & Barto 7.1; Rainbow, Hessel et al. 2018) are computed once, when a transition is stored. Each
 env keeps a pending window of its last steps. When a window holds n steps its oldest step t is stored as
@@ -41,7 +42,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, DTypeLike
 
-from rl.frame_store import FrameStore
+from rl.frame_store import FrameStore, compact_config
 from rl.replay_checks import ExtrasSpec, as_batch, check_config, check_saved_array, check_saved_meta
 from rl.sum_tree import SumTree
 
@@ -90,6 +91,7 @@ class ReplayBuffer:
         extras: ExtrasSpec | None = None,
         device: str | torch.device = "cpu",
         compact_observations: bool = False,
+        frame_stack: int = 1,
     ) -> None:
         check_config(capacity, num_envs, n_step, gamma, alpha, beta, priority_eps, extras or {})
         self.capacity, self.num_envs, self.n_step, self.gamma = capacity, num_envs, n_step, gamma
@@ -99,11 +101,20 @@ class ReplayBuffer:
         self.extras_spec = {name: (tuple(shape), np.dtype(dtype)) for name, (shape, dtype) in (extras or {}).items()}
         self.device = torch.device(device)
         self.compact_observations = compact_observations
-        rows = capacity + num_envs * (2 * n_step + 1)  # frames outlive every row that refers to them (rl.frame_store)
-        self._frames = FrameStore(rows, num_envs, self.obs_shape, self.obs_dtype) if compact_observations else None
+        self._allocate(frame_stack)
+        self._tree = SumTree(capacity) if prioritized else None
+        self._max_priority = 1.0  # in stored form, (p + eps)^alpha; never decreases, as in Schaul et al.
+
+    def _allocate(self, frame_stack: int) -> None:
+        """The empty storage, the pending windows and (compact) the frame store, whose frames outlive every row that
+        refers to them (rl.frame_store). A frame stack only changes how compact storage keeps frames."""
+        capacity, num_envs, n_step = self.capacity, self.num_envs, self.n_step
+        rows = capacity + num_envs * (2 * n_step + 1)
+        compact = self.compact_observations
+        self._frames = FrameStore(rows, num_envs, self.obs_shape, self.obs_dtype, frame_stack) if compact else None
         # Fields of the step taken at time t: stored as they are, and held in the pending n-step windows. Compact
         # storage keeps int64 references to the frame store in place of the observations.
-        stored_obs = ((), np.dtype(np.int64)) if compact_observations else (self.obs_shape, self.obs_dtype)
+        stored_obs = (self._frames.ref_shape, np.dtype(np.int64)) if self._frames else (self.obs_shape, self.obs_dtype)
         self._step_fields = {
             "obs": stored_obs,
             "actions": (self.action_shape, self.action_dtype),
@@ -123,8 +134,6 @@ class ReplayBuffer:
         }
         self._head = np.zeros(num_envs, dtype=np.int64)
         self._count = np.zeros(num_envs, dtype=np.int64)
-        self._tree = SumTree(capacity) if prioritized else None
-        self._max_priority = 1.0  # in stored form, (p + eps)^alpha; never decreases, as in Schaul et al.
 
     def __len__(self) -> int:
         """The number of stored (sampleable) transitions; pending n-step steps are not counted."""
@@ -252,6 +261,9 @@ class ReplayBuffer:
         """Restores what `state_dict` returned; a ValueError names any config, shape or position that does not fit."""
         if meta is None:  # `Run.track` hands back the (arrays, meta) pair of `state_dict` as one list
             arrays, meta = arrays
+        saved_stack = meta.get("config", {}).get("frame_stack", 1)
+        if self._frames is not None and saved_stack != self._frames.stack and isinstance(saved_stack, int):
+            self._allocate(saved_stack)  # keep frames as the saved buffer did (older checkpoints: whole observations)
         check_saved_meta(meta, self._config())
         size = meta["size"]
         expected = {f"storage.{name}": (size, column) for name, column in self._storage.items()}
@@ -346,4 +358,4 @@ class ReplayBuffer:
             "prioritized": self.prioritized,
             "alpha": self.alpha,
             "extras": {name: [list(shape), dtype.name] for name, (shape, dtype) in self.extras_spec.items()},
-        } | ({"compact_observations": True} if self.compact_observations else {})  # older checkpoints lack the key
+        } | compact_config(self._frames)

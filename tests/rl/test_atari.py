@@ -84,10 +84,11 @@ def test_dqn_learns_from_clipped_rewards_and_logs_game_scores(tmp_path, capsys):
     arrays, _ = load_checkpoint(run_dir)
     rewards = arrays["buffer.0.storage.rewards"]
     assert rewards.max() == 1.0 and set(np.unique(rewards)) <= {0.0, 1.0}
-    # The frames are stored once, as uint8 (rl.frame_store): one per step, plus one per episode start.
+    # Each 84x84 frame is stored once, as uint8 (rl.frame_store): one per step, plus a stack of 4 per episode start;
+    # a row refers to its observations' 4 frames each.
     ring, side = arrays["buffer.0.frames.ring"], arrays["buffer.0.frames.side"]
-    assert ring.dtype == side.dtype == np.uint8 and ring.shape == (1500, 4, 84, 84) and side.shape[1:] == (4, 84, 84)
-    assert 1 <= len(side) <= 5 and arrays["buffer.0.storage.obs"].shape == (1500,)
+    assert ring.dtype == side.dtype == np.uint8 and ring.shape == (1500, 84, 84) and side.shape[1:] == (84, 84)
+    assert 4 <= len(side) <= 20 and len(side) % 4 == 0 and arrays["buffer.0.storage.obs"].shape == (1500, 4)
     events = EventAccumulator(str(run_dir))
     events.Reload()
     scores = [e.value for e in events.Scalars("charts/episodic_return")]

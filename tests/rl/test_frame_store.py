@@ -168,3 +168,131 @@ def test_saved_states_that_do_not_fit_are_value_errors() -> None:
     broken = {**arrays, "storage.next_obs": arrays["storage.next_obs"] + 1_000}
     with pytest.raises(ValueError, match="references point outside"):
         filled(1).load_state_dict(broken, meta)
+
+
+# ---- frame stacks: observations of K frames along their first axis, each step moving on by one frame ----
+
+K = 3
+
+
+def play_stacked(
+    buffers: list[ReplayBuffer], rng: np.random.Generator, steps: int, end_p: float, jump_p: float, odd_p: float
+) -> int:
+    """Feeds every buffer the same stream of (K, 2) uint8 frame stacks: each next observation drops the oldest frame
+    and adds a new one, except (probability `odd_p`) a whole new stack; after an episode end a fresh stack, and
+    (probability `jump_p`) an unrelated one. Returns the number of episode starts."""
+    num_envs = buffers[0].num_envs
+
+    def stacks(count: int) -> np.ndarray:
+        return rng.integers(0, 256, (count, K, 2), dtype=np.uint8)
+
+    obs, starts = stacks(num_envs), num_envs
+    for _ in range(steps):
+        next_obs = np.concatenate([obs[:, 1:], stacks(num_envs)[:, :1]], axis=1)
+        odd = rng.random(num_envs) < odd_p
+        next_obs[odd] = stacks(int(odd.sum()))
+        terminated, truncated = rng.random(num_envs) < end_p, rng.random(num_envs) < end_p
+        actions, rewards = rng.integers(0, 3, num_envs), rng.normal(size=num_envs)
+        for buffer in buffers:
+            buffer.add(obs, actions, rewards, next_obs, terminated, truncated)
+        ended = terminated | truncated
+        starts += int(ended.sum())
+        obs = np.where(ended[:, None, None], stacks(num_envs), next_obs)
+        jumped = rng.random(num_envs) < jump_p
+        obs[jumped] = stacks(int(jumped.sum()))
+    return starts
+
+
+@FAST
+@given(
+    capacity=st.integers(1, 30),
+    num_envs=st.integers(1, 3),
+    n_step=st.integers(1, 3),
+    prioritized=st.booleans(),
+    steps=st.integers(1, 60),
+    end_p=st.sampled_from([0.0, 0.1, 0.5]),
+    jump_p=st.sampled_from([0.0, 0.2]),
+    odd_p=st.sampled_from([0.0, 0.3, 1.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_frame_stacks_sample_what_plain_storage_samples(
+    capacity, num_envs, n_step, prioritized, steps, end_p, jump_p, odd_p, seed
+) -> None:
+    kwargs = dict(obs_dtype=np.uint8, num_envs=num_envs, n_step=n_step, gamma=0.9, prioritized=prioritized)
+    plain = ReplayBuffer(capacity, (K, 2), **kwargs)
+    stacked = ReplayBuffer(capacity, (K, 2), **kwargs, compact_observations=True, frame_stack=K)
+    play_stacked([plain, stacked], np.random.default_rng(seed), steps, end_p, jump_p, odd_p)
+    assert len(plain) == len(stacked)
+    if len(plain):
+        for draw in range(3):
+            a, b = plain.sample(40, np.random.default_rng(draw)), stacked.sample(40, np.random.default_rng(draw))
+            assert_same_batch(a, b)
+            if prioritized:
+                for buffer in (plain, stacked):
+                    buffer.update_priorities(a.indices, np.abs(a.rewards.numpy()))
+
+
+def test_each_frame_of_a_stack_is_kept_once() -> None:
+    stacked = ReplayBuffer(1_000, (K, 2), obs_dtype=np.uint8, num_envs=4, compact_observations=True, frame_stack=K)
+    starts = play_stacked([stacked], np.random.default_rng(0), 250, end_p=0.01, jump_p=0.0, odd_p=0.0)
+    frames = stacked._frames
+    # One new frame per step and env in the ring, and a whole stack per episode start beside it.
+    assert frames.ring_written == 1_000 and frames.side_written == K * starts < K * 40
+    frame_bytes = sum(a.nbytes for k, a in stacked.state_dict()[0].items() if k.startswith("frames."))
+    assert frame_bytes == (1_000 + K * starts) * 2  # plain storage: 2 * K * 1,000 frames
+
+
+@FAST
+@given(
+    capacity=st.integers(1, 40),
+    num_envs=st.integers(1, 3),
+    n_step=st.integers(1, 4),
+    plan=st.lists(st.tuples(st.integers(1, 12), st.booleans()), min_size=1, max_size=12),
+    seed=st.integers(0, 2**16),
+)
+def test_stored_stacks_never_lose_their_frames(capacity, num_envs, n_step, plan, seed) -> None:
+    """Frames are (env, step) ids, an observation the stack of its last K; after any mix of episode ends,
+    wrap-around and mid-episode resets every stored row still reads its own frames."""
+    buffer = ReplayBuffer(capacity, (K, 2), obs_dtype=np.int64, num_envs=num_envs, n_step=n_step, gamma=0.5,
+                          compact_observations=True, frame_stack=K)  # fmt: skip
+    rng, envs, t = np.random.default_rng(seed), np.arange(num_envs), np.zeros(num_envs, dtype=np.int64)
+
+    def stack(last: np.ndarray) -> np.ndarray:  # (N, K, 2): frames last - K + 1, ..., last of each env
+        return np.stack([np.stack([envs, last - K + 1 + j], 1) for j in range(K)], 1)
+
+    for steps, reset in plan:
+        for _ in range(steps):
+            ended = rng.random(num_envs) < 0.15
+            buffer.add(stack(t), envs, np.zeros(num_envs), stack(t + 1), np.zeros(num_envs, bool), ended)
+            t += 1 + K * ended  # after an end the next observation is a stack of new ids
+        if reset:
+            buffer.discard_pending()
+            t += K
+        size = len(buffer)
+        obs, next_obs = (buffer._frames.gather(buffer._storage[key][:size]) for key in ("obs", "next_obs"))
+        k = np.rint(-np.log2(buffer._storage["discounts"][:size])).astype(int)
+        np.testing.assert_array_equal(obs[:, :, 0], next_obs[:, :, 0])  # one env's frames
+        np.testing.assert_array_equal(np.diff(obs[:, :, 1], axis=1), 1)  # consecutive frames
+        assert (k >= 1).all() and (k <= n_step).all()
+        np.testing.assert_array_equal(next_obs[:, -1, 1] - obs[:, -1, 1], k)
+
+
+def test_stacked_state_round_trip_and_older_whole_observation_checkpoints(tmp_path) -> None:
+    def buffer(stack: int) -> ReplayBuffer:
+        return ReplayBuffer(12, (K, 2), obs_dtype=np.uint8, num_envs=2, n_step=2, prioritized=True,
+                            compact_observations=True, frame_stack=stack)  # fmt: skip
+
+    for saved_stack in (K, 1):  # 1: a buffer of whole observations, as checkpoints before frame stacks hold
+        original = buffer(saved_stack)
+        play_stacked([original], np.random.default_rng(0), 25, end_p=0.2, jump_p=0.1, odd_p=0.1)
+        save_checkpoint(tmp_path, *original.state_dict())
+        restored = buffer(K)
+        play_stacked([restored], np.random.default_rng(1), 9, end_p=0.2, jump_p=0.1, odd_p=0.1)
+        restored.load_state_dict(*load_checkpoint(tmp_path))
+        assert restored._frames.stack == saved_stack
+        for seed in (5, 6):
+            assert_same_batch(
+                original.sample(32, np.random.default_rng(seed)), restored.sample(32, np.random.default_rng(seed))
+            )
+            for each in (original, restored):
+                play_stacked([each], np.random.default_rng(9), 7, end_p=0.2, jump_p=0.1, odd_p=0.1)
