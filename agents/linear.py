@@ -47,7 +47,7 @@ import numpy as np
 
 from agents.features import FEATURE_KINDS, FeatureMap, Features, make_features
 from agents.planning import evaluate_policy_exactly, one_hot_policy, value_iteration
-from agents.tabular import POLICY_DRAW_SEED, epsilon_at, epsilon_greedy_action
+from agents.tabular import POLICY_DRAW_SEED, epsilon_greedy_action, scheduled_epsilon
 from agents.td import check_unit_interval, td_target
 from rl.errors import Diverged, UserError
 from rl.mdp import model_of
@@ -213,7 +213,9 @@ def train_td_linear(cfg: PredictionConfig, run: Run) -> LinearResult:
             values = state_values(w, features, len(true_values))
             run.log("eval/value_rmse", np.sqrt(np.mean((values - true_values) ** 2)))
             next_eval += cfg.eval_every
-    eval_returns = run.evaluate(sampler(policy, np.random.default_rng(POLICY_DRAW_SEED)))
+    eval_returns = run.evaluate(
+        sampler(policy, np.random.default_rng(POLICY_DRAW_SEED)), label="evaluation of the policy predicted"
+    )
     values = state_values(w, features, n_discrete(run.env)) if n_discrete(run.env) else None
     return LinearResult(w.copy(), values, None, eval_returns)
 
@@ -238,9 +240,10 @@ def train_sarsa_linear(cfg: ControlConfig, run: Run) -> LinearResult:
     """Semi-gradient Sarsa (S&B 10.1, book 8.3.1): on-policy control with an epsilon-greedy policy."""
     features, w = control_setup(cfg, run)
     rollout = run.rollout
-    action = epsilon_greedy_action(action_values(w, features(rollout.obs)), cfg.epsilon, run.rng)
+    first_epsilon = scheduled_epsilon(cfg, run, log=False)
+    action = epsilon_greedy_action(action_values(w, features(rollout.obs)), first_epsilon, run.rng)
     while run.keep_going():
-        epsilon = epsilon_at(cfg.epsilon, cfg.epsilon_end, cfg.epsilon_decay_steps, rollout.global_step)
+        epsilon = scheduled_epsilon(cfg, run)
         x = features(rollout.obs)
         t = rollout.step(action)
         q_next = action_values(w, features(t.next_obs))
@@ -259,7 +262,7 @@ def train_q_learning_linear(cfg: ControlConfig, run: Run) -> LinearResult:
     features, w = control_setup(cfg, run)
     rollout = run.rollout
     while run.keep_going():
-        epsilon = epsilon_at(cfg.epsilon, cfg.epsilon_end, cfg.epsilon_decay_steps, rollout.global_step)
+        epsilon = scheduled_epsilon(cfg, run)
         x = features(rollout.obs)
         q = action_values(w, x)
         action = epsilon_greedy_action(q, epsilon, run.rng)

@@ -84,7 +84,10 @@ def policy_rewards_and_transitions(model: TabularModel, policy: np.ndarray) -> t
 
 def check_gamma(gamma: float) -> None:
     if not 0.0 <= gamma <= 1.0:
-        raise UserError(f"planning needs a discount gamma in [0, 1], got {gamma}; pass e.g. gamma=0.9.")
+        raise UserError(
+            f"planning needs a discount gamma in [0, 1], got {gamma}; pass one (rl plan --gamma 0.9, or --set "
+            "gamma=0.9 for an agent)."
+        )
 
 
 def no_finite_values(name: str, fix: str = "pass gamma < 1") -> UserError:

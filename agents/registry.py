@@ -115,7 +115,7 @@ AGENTS: dict[str, AgentEntry] = {
         ),
         AgentEntry(
             "dqn",
-            "Deep Q-network: replay buffer, target network; double, n-step and prioritized options (book 8.4)",
+            "Deep Q-network: replay buffer, target network; double, dueling, n-step and prioritized options (book 8.4)",
             dqn.Config,
             dqn.train,
             dqn.act_from_checkpoint,

@@ -109,6 +109,20 @@ def epsilon_at(epsilon: float, epsilon_end: float | None, decay_steps: int, step
     return linear_schedule(epsilon, epsilon_end, decay_steps, step)
 
 
+EPSILON_LOG_EVERY = 1_000
+"""While epsilon decays, the step-by-step agents log charts/epsilon every this many steps."""
+
+
+def scheduled_epsilon(cfg: Any, run: Run, log: bool = True) -> float:
+    """epsilon at the run's current step, from a config with epsilon, epsilon_end and epsilon_decay_steps; logged
+    (with `log`) every EPSILON_LOG_EVERY steps while it decays."""
+    step = run.rollout.global_step
+    epsilon = epsilon_at(cfg.epsilon, cfg.epsilon_end, cfg.epsilon_decay_steps, step)
+    if log and cfg.epsilon_end is not None and step % EPSILON_LOG_EVERY == 0:
+        run.log("charts/epsilon", epsilon)
+    return epsilon
+
+
 POLICY_DRAW_SEED = 0
 """The seed of the generator a prediction agent's evaluation draws its policy's actions from, in the run's final
 evaluation and in `rl eval` alike, so that `rl eval RUN --seed <seed + 10000>` repeats `eval/episodic_return`."""
@@ -131,7 +145,8 @@ def finish(
     )
     actions = result.greedy_actions
     act = policy_sampler(policy) if predicted else lambda obs: int(actions[int(obs)])
-    eval_returns = run.evaluate(act)
+    label = "evaluation of the policy predicted" if predicted else "greedy evaluation"
+    eval_returns = run.evaluate(act, label=label)
     return TabularResult(result.values, result.policy, result.q_values, eval_returns)
 
 

@@ -40,12 +40,12 @@ from agents.planning import evaluate_policy_exactly
 from agents.tabular import (
     TabularResult,
     cumulative_policy,
-    epsilon_at,
     epsilon_greedy_action,
     epsilon_greedy_policy,
     epsilon_greedy_probs,
     finish,
     sample_action,
+    scheduled_epsilon,
     table_shape,
 )
 from rl.errors import UserError
@@ -266,9 +266,9 @@ def train_sarsa(cfg: TDConfig, run: Run) -> TabularResult:
     n_states, n_actions = table_shape(run)
     q = run.state("q", np.zeros((n_states, n_actions)))
     rollout = run.rollout
-    action = epsilon_greedy_action(q[int(rollout.obs)], cfg.epsilon, run.rng)
+    action = epsilon_greedy_action(q[int(rollout.obs)], scheduled_epsilon(cfg, run, log=False), run.rng)
     while run.keep_going():
-        epsilon = epsilon_at(cfg.epsilon, cfg.epsilon_end, cfg.epsilon_decay_steps, rollout.global_step)
+        epsilon = scheduled_epsilon(cfg, run)
         s = int(rollout.obs)
         t = rollout.step(action)
         s_next = int(t.next_obs)
@@ -287,7 +287,7 @@ def train_expected_sarsa(cfg: TDConfig, run: Run) -> TabularResult:
     q = run.state("q", np.zeros((n_states, n_actions)))
     rollout = run.rollout
     while run.keep_going():
-        epsilon = epsilon_at(cfg.epsilon, cfg.epsilon_end, cfg.epsilon_decay_steps, rollout.global_step)
+        epsilon = scheduled_epsilon(cfg, run)
         s = int(rollout.obs)
         action = epsilon_greedy_action(q[s], epsilon, run.rng)
         t = rollout.step(action)
@@ -305,9 +305,9 @@ def train_nstep_sarsa(cfg: NStepSarsaConfig, run: Run) -> TabularResult:
     q = run.state("q", np.zeros((n_states, n_actions)))
     rollout = run.rollout
     pending: deque[tuple[int, int, float]] = deque()  # (s_k, a_k, r_(k+1)) not yet updated, oldest first
-    action = epsilon_greedy_action(q[int(rollout.obs)], cfg.epsilon, run.rng)
+    action = epsilon_greedy_action(q[int(rollout.obs)], scheduled_epsilon(cfg, run, log=False), run.rng)
     while run.keep_going():
-        epsilon = epsilon_at(cfg.epsilon, cfg.epsilon_end, cfg.epsilon_decay_steps, rollout.global_step)
+        epsilon = scheduled_epsilon(cfg, run)
         s = int(rollout.obs)
         t = rollout.step(action)
         pending.append((s, action, float(t.rewards)))
@@ -332,7 +332,7 @@ def train_q_learning(cfg: TDConfig, run: Run) -> TabularResult:
     q = run.state("q", np.zeros((n_states, n_actions)))
     rollout = run.rollout
     while run.keep_going():
-        epsilon = epsilon_at(cfg.epsilon, cfg.epsilon_end, cfg.epsilon_decay_steps, rollout.global_step)
+        epsilon = scheduled_epsilon(cfg, run)
         s = int(rollout.obs)
         action = epsilon_greedy_action(q[s], epsilon, run.rng)
         t = rollout.step(action)

@@ -172,8 +172,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides = {**(load_toml(args.config) if args.config else {}), **overrides}
         model = one_model_path(args.init, args.model, "--init")
         if not args.task or not model:
+            beside_data = " (with --data too: the task's held-out problems give eval/accuracy)" if args.data else ""
             raise UserError(
-                "rl llm train needs --init CHECKPOINT (or --model PATH) and --task NAME (or --resume RUN_DIR)."
+                f"rl llm train needs --init CHECKPOINT (or --model PATH) and --task NAME{beside_data} (or --resume "
+                "RUN_DIR)."
             )
         get_task(args.task)
         init = str(checkpoint_dir(Path(model)))

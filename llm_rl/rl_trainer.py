@@ -279,6 +279,7 @@ def train(cfg: RLConfig, spec: RLSpec, resume: Path | None = None) -> RLResult:
         with gathered(policy):  # a sharded policy is gathered on every rank; rank 0 evaluates
             if ranks.is_main:
                 result.evals.append((0, evaluate_and_log(model, tokenizer, task, eval_set, cfg, logger, 0)))
+                logger.line(f"held-out accuracy before training: {result.evals[-1][1]:.3f}")
     with keep_last_checkpoint(run_dir, logger, ranks.is_main), stop_signals() as stop:
         while iteration < cfg.iterations and not any_rank(stop.is_set(), ranks):
             started = time.perf_counter()

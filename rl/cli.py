@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from dataclasses import fields
@@ -34,6 +35,8 @@ EXIT_INTERRUPTED = 130
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     warnings.showwarning = show_warning
+    if os.getcwd() not in sys.path:  # `--env mymodule:MyEnv-v0` finds mymodule.py here, as `python -m` would
+        sys.path.append(os.getcwd())
     try:
         args = build_parser(argv).parse_args(argv)
         return args.command(args)
@@ -49,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (`rl plan ... | head`): stop quietly, as the Python docs advise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush would fail again
+        return 1
 
 
 def out_of_memory(error: BaseException) -> bool:

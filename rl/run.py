@@ -236,17 +236,18 @@ class Run:
         """A scalar at the current global environment step."""
         self.logger.scalar(tag, float(value), self.rollout.global_step)
 
-    def evaluate(self, act: Any, episodes: int | None = None) -> np.ndarray:
-        """Runs the greedy policy `act(obs)` on a fresh env and logs `eval/episodic_return`. A stop signal, before or
-        during it, ends it after the running episode with no point logged, so that Ctrl-C ends a run promptly (`rl
-        eval` evaluates the checkpoint later); the episodes finished by then come back."""
+    def evaluate(self, act: Any, episodes: int | None = None, label: str = "greedy evaluation") -> np.ndarray:
+        """Runs the greedy policy `act(obs)` on a fresh env and logs `eval/episodic_return`; `label` starts the printed
+        line (a prediction agent runs the policy whose values it learned). A stop signal, before or during it,
+        ends it after the running episode with no point logged, so that Ctrl-C ends a run promptly (`rl eval`
+        evaluates the checkpoint later); the episodes finished by then come back."""
         env = make_env(self.spec.env_id, self.spec.env_kwargs)
         episodes = episodes or self.spec.eval_episodes
         returns = evaluate_policy(env, act, episodes, seed=self.spec.seed + 10_000, stop=lambda: self.stop_requested)
         env.close()
         if len(returns) == episodes:
             self.log("eval/episodic_return", returns.mean())
-            self.logger.line(f"greedy evaluation: mean return {returns.mean():.2f} over {episodes} episodes")
+            self.logger.line(f"{label}: mean return {returns.mean():.2f} over {episodes} episodes")
         return returns
 
     def save(self) -> Path:

@@ -199,3 +199,15 @@ def test_control_agents_reach_the_optimal_return_of_the_path_finding_task(tmp_pa
     optimal_return = evaluate_policy(GridWorld(**PATH_FINDING), lambda obs: int(optimum.policy[obs]), 1, seed=0)[0]
     assert optimal_return == -10.0  # 11 moves around the forbidden cells, the last one into the target
     assert result.eval_returns.mean() == optimal_return
+
+
+@pytest.mark.parametrize("fn", [td.train_sarsa, td.train_expected_sarsa, td.train_nstep_sarsa, td.train_q_learning])
+def test_a_decaying_epsilon_is_logged(tmp_path, fn):
+    cfg = (td.NStepSarsaConfig if fn is td.train_nstep_sarsa else td.TDConfig)(
+        epsilon=1.0, epsilon_end=0.1, epsilon_decay_steps=3000
+    )
+    _, run = train(fn, cfg, "GridWorld-v0", tmp_path, steps=4500)
+    events = EventAccumulator(str(run.run_dir))
+    events.Reload()
+    logged = [(e.step, round(e.value, 6)) for e in events.Scalars("charts/epsilon")]
+    assert logged == [(0, 1.0), (1000, 0.7), (2000, 0.4), (3000, 0.1), (4000, 0.1)]

@@ -349,3 +349,26 @@ def test_sigint_saves_a_checkpoint_and_resume_finishes(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     _, meta_after = load_checkpoint(run_dir)
     assert meta_after["global_step"] == meta["global_step"] + 1000
+
+
+def test_an_env_module_in_the_working_directory_is_found(capsys, tmp_path, monkeypatch):
+    # The `rl` script's sys.path starts at its own directory, not the working one that `python -m` would add.
+    (tmp_path / "local_envs_for_cli_test.py").write_text(
+        "import gymnasium as gym\n"
+        "gym.register('LocalLake-v0', entry_point='gymnasium.envs.toy_text:FrozenLakeEnv', max_episode_steps=50)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+    code, out, _ = run_cli(capsys, "train", "q_learning", "--env", "local_envs_for_cli_test:LocalLake-v0",
+                           "--total-steps", "200", "--runs-dir", str(tmp_path / "runs"), "--quiet")  # fmt: skip
+    assert code == 0 and "run directory" in out
+
+
+def test_output_cut_short_by_its_reader_is_no_traceback():
+    # `rl plan ... | head -1`: the pipe closes after one line.
+    process = subprocess.Popen([sys.executable, "-m", "rl.cli", "plan", "--env", "GridWorld-v0", "--gamma", "0.9"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    process.stdout.readline()
+    process.stdout.close()
+    _, err = process.communicate(timeout=120)
+    assert b"Traceback" not in err and b"BrokenPipe" not in err
