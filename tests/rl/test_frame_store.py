@@ -16,28 +16,46 @@ from tests.rl.test_replay_buffer import assert_same_batch
 FAST = settings(max_examples=60, deadline=None)
 
 
-def play(buffers: list[ReplayBuffer], rng: np.random.Generator, steps: int, end_p: float, jump_p: float = 0.0) -> int:
-    """Feeds every buffer the same vector-env stream of (2,) uint8 observations: each env's next step starts from
-    its last next observation, or from a fresh reset observation after an episode end (or, with probability
-    `jump_p`, from an unrelated one, as a direct caller might add). Returns the number of episode starts."""
+def play(
+    buffers: list[ReplayBuffer],
+    rng: np.random.Generator,
+    steps: int,
+    end_p: float,
+    jump_p: float = 0.0,
+    stack: int | None = None,
+    odd_p: float = 0.0,
+) -> int:
+    """Feeds every buffer the same vector-env stream of uint8 observations: each env's next step starts from its last
+    next observation, or from a fresh reset observation after an episode end (or, with probability `jump_p`, from an
+    unrelated one, as a direct caller might add). Observations are (2,), or with `stack` (stack, 2) frame stacks whose
+    next observation drops the oldest frame and adds a new one, except (probability `odd_p`) a whole new stack.
+    Returns the number of episode starts."""
     num_envs = buffers[0].num_envs
-    obs, starts = rng.integers(0, 256, (num_envs, 2), dtype=np.uint8), num_envs
+    shape = (2,) if stack is None else (stack, 2)
+
+    def draw(count: int) -> np.ndarray:
+        return rng.integers(0, 256, (count, *shape), dtype=np.uint8)
+
+    obs, starts = draw(num_envs), num_envs
     for _ in range(steps):
-        next_obs = rng.integers(0, 256, (num_envs, 2), dtype=np.uint8)
+        next_obs = draw(num_envs)
+        if stack is not None:
+            next_obs = np.concatenate([obs[:, 1:], next_obs[:, :1]], axis=1)
+            odd = rng.random(num_envs) < odd_p
+            next_obs[odd] = draw(int(odd.sum()))
         terminated, truncated = rng.random(num_envs) < end_p, rng.random(num_envs) < end_p
         actions, rewards = rng.integers(0, 3, num_envs), rng.normal(size=num_envs)
         for buffer in buffers:
             buffer.add(obs, actions, rewards, next_obs, terminated, truncated)
         ended = terminated | truncated
         starts += int(ended.sum())
-        obs = np.where(ended[:, None], rng.integers(0, 256, (num_envs, 2), dtype=np.uint8), next_obs)
+        obs = np.where(ended.reshape(-1, *[1] * len(shape)), draw(num_envs), next_obs)
         jumped = rng.random(num_envs) < jump_p
-        obs[jumped] = rng.integers(0, 256, (int(jumped.sum()), 2), dtype=np.uint8)
+        obs[jumped] = draw(int(jumped.sum()))
     return starts
 
 
-@FAST
-@given(
+STREAMS = dict(
     capacity=st.integers(1, 30),
     num_envs=st.integers(1, 3),
     n_step=st.integers(1, 3),
@@ -47,6 +65,11 @@ def play(buffers: list[ReplayBuffer], rng: np.random.Generator, steps: int, end_
     jump_p=st.sampled_from([0.0, 0.2]),
     seed=st.integers(0, 2**16),
 )
+"""Buffers and streams to compare compact storage on."""
+
+
+@FAST
+@given(**STREAMS)
 def test_compact_storage_samples_what_plain_storage_samples(
     capacity: int, num_envs: int, n_step: int, prioritized: bool, steps: int, end_p: float, jump_p: float, seed: int
 ) -> None:
@@ -54,12 +77,17 @@ def test_compact_storage_samples_what_plain_storage_samples(
     plain = ReplayBuffer(capacity, (2,), **kwargs)
     compact = ReplayBuffer(capacity, (2,), **kwargs, compact_observations=True)
     play([plain, compact], np.random.default_rng(seed), steps, end_p, jump_p)
+    assert_same_samples(plain, compact)
+
+
+def assert_same_samples(plain: ReplayBuffer, compact: ReplayBuffer) -> None:
+    """Three seeded batches of each buffer agree, with (prioritized buffers) the same priority updates between."""
     assert len(plain) == len(compact)
     if len(plain):
         for draw in range(3):
             a, b = plain.sample(40, np.random.default_rng(draw)), compact.sample(40, np.random.default_rng(draw))
             assert_same_batch(a, b)
-            if prioritized:
+            if plain.prioritized:
                 for buffer in (plain, compact):
                     buffer.update_priorities(a.indices, np.abs(a.rewards.numpy()))
 
@@ -84,14 +112,18 @@ def ids(buffer: ReplayBuffer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return obs, next_obs, np.rint(-np.log2(rows["discounts"][:size])).astype(int)
 
 
-@FAST
-@given(
+PLANS = dict(
     capacity=st.integers(1, 40),
     num_envs=st.integers(1, 3),
     n_step=st.integers(1, 4),
     plan=st.lists(st.tuples(st.integers(1, 12), st.booleans()), min_size=1, max_size=12),
     seed=st.integers(0, 2**16),
 )
+"""Buffers and plans of (steps, then a mid-episode reset or not) to check frame lifetimes on."""
+
+
+@FAST
+@given(**PLANS)
 def test_stored_rows_never_lose_their_frames(capacity: int, num_envs: int, n_step: int, plan: list, seed: int) -> None:
     check_frames(capacity, num_envs, n_step, plan, seed, end_p=0.15)
 
@@ -175,66 +207,21 @@ def test_saved_states_that_do_not_fit_are_value_errors() -> None:
 K = 3
 
 
-def play_stacked(
-    buffers: list[ReplayBuffer], rng: np.random.Generator, steps: int, end_p: float, jump_p: float, odd_p: float
-) -> int:
-    """Feeds every buffer the same stream of (K, 2) uint8 frame stacks: each next observation drops the oldest frame
-    and adds a new one, except (probability `odd_p`) a whole new stack; after an episode end a fresh stack, and
-    (probability `jump_p`) an unrelated one. Returns the number of episode starts."""
-    num_envs = buffers[0].num_envs
-
-    def stacks(count: int) -> np.ndarray:
-        return rng.integers(0, 256, (count, K, 2), dtype=np.uint8)
-
-    obs, starts = stacks(num_envs), num_envs
-    for _ in range(steps):
-        next_obs = np.concatenate([obs[:, 1:], stacks(num_envs)[:, :1]], axis=1)
-        odd = rng.random(num_envs) < odd_p
-        next_obs[odd] = stacks(int(odd.sum()))
-        terminated, truncated = rng.random(num_envs) < end_p, rng.random(num_envs) < end_p
-        actions, rewards = rng.integers(0, 3, num_envs), rng.normal(size=num_envs)
-        for buffer in buffers:
-            buffer.add(obs, actions, rewards, next_obs, terminated, truncated)
-        ended = terminated | truncated
-        starts += int(ended.sum())
-        obs = np.where(ended[:, None, None], stacks(num_envs), next_obs)
-        jumped = rng.random(num_envs) < jump_p
-        obs[jumped] = stacks(int(jumped.sum()))
-    return starts
-
-
 @FAST
-@given(
-    capacity=st.integers(1, 30),
-    num_envs=st.integers(1, 3),
-    n_step=st.integers(1, 3),
-    prioritized=st.booleans(),
-    steps=st.integers(1, 60),
-    end_p=st.sampled_from([0.0, 0.1, 0.5]),
-    jump_p=st.sampled_from([0.0, 0.2]),
-    odd_p=st.sampled_from([0.0, 0.3, 1.0]),
-    seed=st.integers(0, 2**16),
-)
+@given(**STREAMS, odd_p=st.sampled_from([0.0, 0.3, 1.0]))
 def test_frame_stacks_sample_what_plain_storage_samples(
     capacity, num_envs, n_step, prioritized, steps, end_p, jump_p, odd_p, seed
 ) -> None:
     kwargs = dict(obs_dtype=np.uint8, num_envs=num_envs, n_step=n_step, gamma=0.9, prioritized=prioritized)
     plain = ReplayBuffer(capacity, (K, 2), **kwargs)
     stacked = ReplayBuffer(capacity, (K, 2), **kwargs, compact_observations=True, frame_stack=K)
-    play_stacked([plain, stacked], np.random.default_rng(seed), steps, end_p, jump_p, odd_p)
-    assert len(plain) == len(stacked)
-    if len(plain):
-        for draw in range(3):
-            a, b = plain.sample(40, np.random.default_rng(draw)), stacked.sample(40, np.random.default_rng(draw))
-            assert_same_batch(a, b)
-            if prioritized:
-                for buffer in (plain, stacked):
-                    buffer.update_priorities(a.indices, np.abs(a.rewards.numpy()))
+    play([plain, stacked], np.random.default_rng(seed), steps, end_p, jump_p, K, odd_p)
+    assert_same_samples(plain, stacked)
 
 
 def test_each_frame_of_a_stack_is_kept_once() -> None:
     stacked = ReplayBuffer(1_000, (K, 2), obs_dtype=np.uint8, num_envs=4, compact_observations=True, frame_stack=K)
-    starts = play_stacked([stacked], np.random.default_rng(0), 250, end_p=0.01, jump_p=0.0, odd_p=0.0)
+    starts = play([stacked], np.random.default_rng(0), 250, end_p=0.01, stack=K)
     frames = stacked._frames
     # One new frame per step and env in the ring, and a whole stack per episode start beside it.
     assert frames.ring_written == 1_000 and frames.side_written == K * starts < K * 40
@@ -243,13 +230,7 @@ def test_each_frame_of_a_stack_is_kept_once() -> None:
 
 
 @FAST
-@given(
-    capacity=st.integers(1, 40),
-    num_envs=st.integers(1, 3),
-    n_step=st.integers(1, 4),
-    plan=st.lists(st.tuples(st.integers(1, 12), st.booleans()), min_size=1, max_size=12),
-    seed=st.integers(0, 2**16),
-)
+@given(**PLANS)
 def test_stored_stacks_never_lose_their_frames(capacity, num_envs, n_step, plan, seed) -> None:
     """Frames are (env, step) ids, an observation the stack of its last K; after any mix of episode ends,
     wrap-around and mid-episode resets every stored row still reads its own frames."""
@@ -284,10 +265,10 @@ def test_stacked_state_round_trip_and_older_whole_observation_checkpoints(tmp_pa
 
     for saved_stack in (K, 1):  # 1: a buffer of whole observations, as checkpoints before frame stacks hold
         original = buffer(saved_stack)
-        play_stacked([original], np.random.default_rng(0), 25, end_p=0.2, jump_p=0.1, odd_p=0.1)
+        play([original], np.random.default_rng(0), 25, end_p=0.2, jump_p=0.1, stack=K, odd_p=0.1)
         save_checkpoint(tmp_path, *original.state_dict())
         restored = buffer(K)
-        play_stacked([restored], np.random.default_rng(1), 9, end_p=0.2, jump_p=0.1, odd_p=0.1)
+        play([restored], np.random.default_rng(1), 9, end_p=0.2, jump_p=0.1, stack=K, odd_p=0.1)
         restored.load_state_dict(*load_checkpoint(tmp_path))
         assert restored._frames.stack == saved_stack
         for seed in (5, 6):
@@ -295,4 +276,4 @@ def test_stacked_state_round_trip_and_older_whole_observation_checkpoints(tmp_pa
                 original.sample(32, np.random.default_rng(seed)), restored.sample(32, np.random.default_rng(seed))
             )
             for each in (original, restored):
-                play_stacked([each], np.random.default_rng(9), 7, end_p=0.2, jump_p=0.1, odd_p=0.1)
+                play([each], np.random.default_rng(9), 7, end_p=0.2, jump_p=0.1, stack=K, odd_p=0.1)
