@@ -44,8 +44,9 @@ import torch
 from torch import nn
 
 from agents.ddpg_networks import Actor, Critic, action_bounds, deterministic_policy
+from rl.environments import frame_stack_size
 from rl.exploration import ExplorationNoise, GaussianNoise, OrnsteinUhlenbeckNoise, noisy_actions
-from rl.images import image_layout, replay_frame_stack
+from rl.images import image_layout
 from rl.networks import adam, check_normalizable, frozen, polyak_update, update_observation_statistics
 from rl.replay_buffer import ReplayBatch, ReplayBuffer
 from rl.run import Run
@@ -227,8 +228,11 @@ def new_critics(
     ).to(torch.device(cfg.device))
 
 
-def replay_buffer_for(cfg: DDPGConfig, observation_space: gym.Space, action_space: gym.spaces.Box) -> ReplayBuffer:
-    """The replay buffer of a Box-action agent (DDPG, TD3, SAC): raw observations, float32 actions, 1-step."""
+def replay_buffer_for(
+    cfg: DDPGConfig, observation_space: gym.Space, action_space: gym.spaces.Box, frame_stack: int = 1
+) -> ReplayBuffer:
+    """The replay buffer of a Box-action agent (DDPG, TD3, SAC): raw observations, float32 actions, 1-step; images
+    kept frame by frame (`frame_stack`: `rl.environments.frame_stack_size` of the env)."""
     return ReplayBuffer(
         cfg.buffer_size,
         observation_space.shape,
@@ -239,7 +243,7 @@ def replay_buffer_for(cfg: DDPGConfig, observation_space: gym.Space, action_spac
         gamma=cfg.gamma,
         device=torch.device(cfg.device),
         compact_observations=image_layout(observation_space) is not None,  # frames kept once (rl.frame_store)
-        frame_stack=replay_frame_stack(observation_space),
+        frame_stack=frame_stack,
     )
 
 
@@ -289,7 +293,7 @@ def train_actor_critic(
     rollout = run.vector_rollout(cfg.num_envs)
 
     nets = build_actor_critic(cfg, observation_space, action_space, n_critics)
-    buffer = replay_buffer_for(cfg, observation_space, action_space)
+    buffer = replay_buffer_for(cfg, observation_space, action_space, frame_stack_size(run.env))
     for name, obj in [*vars(nets).items(), ("buffer", buffer)]:
         run.track(name, obj)
     critic_updates = run.state("critic_updates", np.zeros(1, dtype=np.int64))  # TD3's delay counts on across resumes

@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rl.images import image_layout, replay_frame_stack
+from rl.environments import frame_stack_size
+from rl.images import image_layout
 from rl.networks import (
     ObservationEncoder,
     adam,
@@ -205,7 +206,7 @@ def train(cfg: Config, run: Run) -> np.ndarray:
         alpha=cfg.prioritized_alpha,
         device=device,
         compact_observations=image_layout(observation_space) is not None,  # frames kept once (rl.frame_store)
-        frame_stack=replay_frame_stack(observation_space),
+        frame_stack=frame_stack_size(run.env),
     )
     for name, obj in [("q_network", q_network), ("target_network", target_network), ("optimizer", optimizer),
                       ("buffer", buffer)]:  # fmt: skip

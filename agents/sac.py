@@ -40,6 +40,7 @@ from torch import nn
 
 from agents.ddpg import check_off_policy_config, critic_loss, critic_targets, new_critics, replay_buffer_for
 from agents.ddpg_networks import action_bounds, register_action_scale
+from rl.environments import frame_stack_size
 from rl.networks import (
     ObservationEncoder,
     adam,
@@ -238,7 +239,7 @@ def train(cfg: Config, run: Run) -> np.ndarray:
     rollout = run.vector_rollout(cfg.num_envs)
 
     nets = build_networks(cfg, observation_space, action_space)
-    buffer = replay_buffer_for(cfg, observation_space, action_space)
+    buffer = replay_buffer_for(cfg, observation_space, action_space, frame_stack_size(run.env))
     for name, obj in [*vars(nets).items(), ("buffer", buffer)]:
         if obj is not None:
             run.track(name, obj)

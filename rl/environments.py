@@ -163,3 +163,15 @@ def make_vector_env(env_id: str, num_envs: int, env_kwargs: dict | None = None) 
     return SyncVectorEnv(
         [lambda: make_env(env_id, env_kwargs) for _ in range(num_envs)], autoreset_mode=AutoresetMode.SAME_STEP
     )
+
+
+def frame_stack_size(env: gym.Env | SyncVectorEnv) -> int:
+    """K when (each copy of) `env` ends in Gymnasium's FrameStackObservation of K frames, whose observations (K, ...)
+    share K - 1 frames with the one before (`rl.frame_store` keeps each frame once); 1 otherwise."""
+    inner = env.envs[0] if isinstance(env, SyncVectorEnv) else env
+    shape = inner.observation_space.shape
+    while isinstance(inner, gym.Wrapper):
+        if isinstance(inner, gym.wrappers.FrameStackObservation):
+            return inner.stack_size if shape and shape[0] == inner.stack_size else 1
+        inner = inner.env
+    return 1

@@ -14,10 +14,10 @@ observation (K = 1: the observation is one frame) or K per observation (a stack 
                         first step after an episode end or an env reset), and a next observation that does not move
                         on by one frame, go into `side` whole (K frames), written far less often for frame stacks.
 
-A frame reference r >= 0 is row r of `ring`, r < 0 is row -1 - r of `side`. Both tests compare bytes, so any
+A frame reference r >= 0 is row r of `ring`, r < 0 is row -1 - r of `side`. Both tests compare the values, so any
 sequence of `store` calls is stored faithfully, whatever its observations are; only the memory saved depends on
-them. Atari's frame stacks move on by one frame every step; a colour image's channels do not, so a channels-first
-colour image costs one `side` stack per step, what a K = 1 store would spend on it in `ring`.
+them. Stacks that do not move on by one frame fill `side`, which is twice the size of `ring` in stacks, so K > 1 is
+for observations built as frame stacks (Gymnasium's FrameStackObservation: `rl.environments.frame_stack_size`).
 
 How long a row must live: a replay row stays until `capacity` more rows are written, and a step is written at most
 n - 1 stores after it was taken (its n-step window filling), while the windows of the N envs hold at most N (n - 1)

@@ -65,14 +65,6 @@ def image_layout(space: gym.Space) -> ImageLayout | None:
     return layout if min(layout.height, layout.width) >= MIN_SIDE else None
 
 
-def replay_frame_stack(space: gym.Space) -> int:
-    """How many frames a replay buffer should read an image observation as: the channels of a channels-first image
-    (Atari's stack of 4 grey frames; `rl.frame_store` keeps each frame once, and costs nothing more where channels
-    are colours), else 1."""
-    layout = image_layout(space)
-    return layout.channels if layout is not None and not layout.channels_last and len(space.shape) == 3 else 1
-
-
 def convolutional_torso(layout: ImageLayout) -> nn.Sequential:
     """(B, C, H, W) pixels in [0, 1] -> (B, FEATURES) features: the convolutions of the module doc, then 512 ReLUs."""
     if min(layout.height, layout.width) >= NATURE_MIN_SIDE:

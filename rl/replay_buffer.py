@@ -262,8 +262,18 @@ class ReplayBuffer:
         if meta is None:  # `Run.track` hands back the (arrays, meta) pair of `state_dict` as one list
             arrays, meta = arrays
         saved_stack = meta.get("config", {}).get("frame_stack", 1)
-        if self._frames is not None and saved_stack != self._frames.stack and isinstance(saved_stack, int):
-            self._allocate(saved_stack)  # keep frames as the saved buffer did (older checkpoints: whole observations)
+        if self._frames is None or saved_stack == self._frames.stack or not isinstance(saved_stack, int):
+            return self._load(arrays, meta)
+        kept = dict(vars(self))  # `_allocate` makes new arrays; the old ones stay as they were
+        try:  # keep frames as the saved buffer did (older checkpoints: whole observations)
+            self._allocate(saved_stack)
+            self._load(arrays, meta)
+        except ValueError:
+            vars(self).update(kept)
+            raise
+
+    def _load(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
+        """`load_state_dict` into storage of the saved layout: every check before the first write."""
         check_saved_meta(meta, self._config())
         size = meta["size"]
         expected = {f"storage.{name}": (size, column) for name, column in self._storage.items()}
@@ -272,8 +282,12 @@ class ReplayBuffer:
             check_saved_array(arrays, key, (rows, *column.shape[1:]), column.dtype)
         if self._tree is not None:
             check_saved_array(arrays, "priorities", (size,), np.dtype(np.float64))
-        if self._frames is not None:
-            refs = [arrays["storage.obs"], arrays["storage.next_obs"], arrays["pending.obs"]]
+        if self._frames is not None:  # the references in use: stored rows, and each env's pending steps
+            windows = enumerate(zip(meta["pending_head"], meta["pending_count"], strict=True))
+            pending = [
+                arrays["pending.obs"][env, (head + np.arange(count)) % self.n_step] for env, (head, count) in windows
+            ]
+            refs = [arrays["storage.obs"], arrays["storage.next_obs"], *pending]
             self._frames.load_state_dict(arrays, meta["frames"], refs)
         for name, column in self._storage.items():
             column[:size] = arrays[f"storage.{name}"]

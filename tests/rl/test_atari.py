@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from rl import atari
 from rl.checkpoint import load_checkpoint
 from rl.cli import main
-from rl.environments import make_env
+from rl.environments import frame_stack_size, make_env, make_vector_env
 from rl.errors import UserError
 
 pytest.importorskip("ale_py", reason="the atari extra is not installed")
@@ -36,6 +36,15 @@ def test_atari_games_come_as_stacks_of_four_grey_84x84_frames_four_frames_apart(
         obs = next_obs
     assert obs[-1].std() > 0  # a picture, not a blank frame
     env.close()
+
+
+def test_replay_buffers_keep_the_frames_of_frame_stacks_only():
+    assert frame_stack_size(make_env("ALE/Pong-v5")) == frame_stack_size(make_vector_env("ALE/Pong-v5", 2)) == 4
+    assert frame_stack_size(make_env("ALE/Pong-v5", {"atari_preprocessing": False})) == 1  # (210, 160, 3) colour
+    assert frame_stack_size(make_env("CartPole-v1")) == 1
+    stacked = gym.wrappers.FrameStackObservation(gym.make("CartPole-v1"), 3)  # any env under Gymnasium's wrapper
+    assert frame_stack_size(stacked) == 3
+    assert frame_stack_size(gym.wrappers.FlattenObservation(stacked)) == 1  # no longer (3, ...) stacks
 
 
 def test_frameskip_and_the_opt_out():

@@ -277,3 +277,37 @@ def test_stacked_state_round_trip_and_older_whole_observation_checkpoints(tmp_pa
             )
             for each in (original, restored):
                 play([each], np.random.default_rng(9), 7, end_p=0.2, jump_p=0.1, stack=K, odd_p=0.1)
+
+
+@pytest.mark.parametrize(("stack", "odd_p", "steps"), [(None, 0.0, 0), (K, 1.0, 12), (K, 1.0, 0)])
+def test_buffers_that_never_wrote_the_ring_round_trip(tmp_path, stack, odd_p, steps) -> None:
+    # Unused pending slots hold reference 0, which is a ring row: only the slots in use are checked on loading.
+    def buffer() -> ReplayBuffer:
+        shape = (2,) if stack is None else (K, 2)
+        return ReplayBuffer(12, shape, obs_dtype=np.uint8, compact_observations=True, frame_stack=stack or 1)
+
+    original = buffer()
+    play([original], np.random.default_rng(0), steps, end_p=0.2, stack=stack, odd_p=odd_p)
+    assert original._frames.ring_written == 0
+    save_checkpoint(tmp_path, *original.state_dict())
+    restored = buffer()
+    restored.load_state_dict(*load_checkpoint(tmp_path))
+    assert len(restored) == len(original)
+
+
+def test_a_refused_older_checkpoint_leaves_the_buffer_as_it_was(tmp_path) -> None:
+    def buffer(stack: int, gamma: float) -> ReplayBuffer:
+        return ReplayBuffer(12, (K, 2), obs_dtype=np.uint8, num_envs=2, n_step=2, gamma=gamma, prioritized=True,
+                            compact_observations=True, frame_stack=stack)  # fmt: skip
+
+    older = buffer(1, gamma=0.5)
+    play([older], np.random.default_rng(0), 20, end_p=0.2, stack=K)
+    save_checkpoint(tmp_path, *older.state_dict())
+    current, twin = buffer(K, gamma=0.9), buffer(K, gamma=0.9)
+    play([current, twin], np.random.default_rng(1), 20, end_p=0.2, stack=K)
+    with pytest.raises(ValueError, match="gamma"):
+        current.load_state_dict(*load_checkpoint(tmp_path))
+    assert current._frames.stack == K
+    for buffer_now in (current, twin):
+        play([buffer_now], np.random.default_rng(2), 5, end_p=0.2, stack=K)
+    assert_same_samples(twin, current)

@@ -11,7 +11,7 @@ from torch import nn
 
 from agents import ppo
 from rl.errors import UserError
-from rl.images import FEATURES, ImageLayout, image_layout, replay_frame_stack
+from rl.images import FEATURES, ImageLayout, image_layout
 from rl.networks import ActorCritic, ObservationEncoder, check_normalizable
 from rl.run import Run, RunSpec
 
@@ -28,13 +28,6 @@ def test_layouts_are_read_from_the_shape():
     assert image_layout(pixels(16)) is None
     assert image_layout(gym.spaces.Box(0, 10, shape=(3, 16, 16), dtype=np.uint8)) is None  # counts, not pixels
     assert image_layout(gym.spaces.Box(0.0, 1.0, shape=(3, 16, 16), dtype=np.float32)) is None
-
-
-def test_replay_buffers_read_channels_first_images_as_frame_stacks():
-    assert replay_frame_stack(pixels(4, 84, 84)) == 4  # Atari: each frame kept once (rl.frame_store)
-    assert replay_frame_stack(pixels(3, 64, 64)) == 3  # colours: kept whole, as without stacks
-    assert replay_frame_stack(pixels(96, 96, 3)) == replay_frame_stack(pixels(84, 84)) == 1
-    assert replay_frame_stack(gym.spaces.Box(-1.0, 1.0, shape=(4, 84, 84))) == 1
 
 
 def conv_shapes(encoder: ObservationEncoder) -> list[tuple[int, int]]:
