@@ -21,8 +21,9 @@ Departures from the book:
    tie and make policy iteration cycle. The book's figures show one of the tied actions without saying which.
 3. gamma may be 1, as in Sutton & Barto's episodic examples (the gambler's problem, cliff walking), though the book's
    convergence proofs rest on the contraction that gamma < 1 gives. Undiscounted values exist only where episodes
-   end: a policy under which some state's episode runs forever has none, and a planner that meets one (policy
-   iteration's first policy, say, or an optimum that collects reward forever) stops with an error that says so.
+   end (or, where they never end, nothing more is paid): a planner that meets a policy with rewards for ever stops
+   with an error that says so. Ties between greedy actions go to ones under which episodes end
+   (`greedy_policy_that_ends`): the first tied action can go round for ever where waiting costs nothing.
 """
 
 from __future__ import annotations
@@ -60,11 +61,55 @@ class PlanResult:
 # ---- building blocks ----
 
 
+def tied_actions(q_values: np.ndarray) -> np.ndarray:
+    """(S, A) True for the actions whose q is within TIE_TOLERANCE of the best in their state."""
+    best = q_values.max(axis=1, keepdims=True)
+    return q_values >= best - TIE_TOLERANCE * np.maximum(1.0, np.abs(best))
+
+
 def greedy_policy(q_values: np.ndarray) -> np.ndarray:
     """(S,) the first action whose q is within TIE_TOLERANCE of the best in each state."""
-    best = q_values.max(axis=1, keepdims=True)
-    tied = q_values >= best - TIE_TOLERANCE * np.maximum(1.0, np.abs(best))
-    return np.argmax(tied, axis=1)  # argmax of a boolean array is the first True
+    return np.argmax(tied_actions(q_values), axis=1)  # argmax of a boolean array is the first True
+
+
+def greedy_policy_that_ends(model: TabularModel, q_values: np.ndarray) -> np.ndarray:
+    """(S,) the greedy policy, but where its first tied actions never end the episode, tied actions that do: round
+    by round, a state takes a tied action that may end the episode or lead into a state already known to end.
+    Undiscounted, ties can otherwise go round for ever (on the random walk a step left is worth a step right); the
+    states no greedy action leads out of keep the first one."""
+    tied, n_states, n_actions = tied_actions(q_values), model.n_states, model.n_actions
+    actions = np.argmax(tied, axis=1)
+    reached = reaches_the_end(model.policy_transitions(one_hot_policy(actions, n_actions)))
+    may_end = ending_chance(model) > 0
+    while True:
+        leads_on = may_end | ((model.transitions @ reached.astype(float)).reshape(n_states, n_actions) > 0)
+        choices = tied & leads_on & ~reached[:, None]
+        new = choices.any(axis=1)
+        if not new.any():
+            return actions
+        actions[new] = np.argmax(choices[new], axis=1)
+        reached |= new
+
+
+def improved_policy(model: TabularModel, q_values: np.ndarray, gamma: float) -> np.ndarray:
+    """(S,) the greedy policy of q: one that ends episodes where it can when gamma = 1."""
+    return greedy_policy_that_ends(model, q_values) if gamma == 1.0 else greedy_policy(q_values)
+
+
+def ending_chance(model: TabularModel) -> np.ndarray:
+    """(S, A) the chance that taking a in s ends the episode: what the transition row lacks of 1."""
+    row_mass = np.asarray(model.transitions.sum(axis=1)).reshape(model.n_states, model.n_actions)
+    return np.where(row_mass < 1.0 - 1e-12, 1.0 - row_mass, 0.0)
+
+
+def reaches_the_end(p_pi: sparse.csr_array) -> np.ndarray:
+    """(S,) whether an episode from s can end under the policy whose transition matrix is P_pi."""
+    reached = np.asarray(p_pi.sum(axis=1)).ravel() < 1.0 - 1e-12  # may end at once
+    while True:
+        more = reached | (p_pi @ reached.astype(float) > 0)  # or may move into a state that can
+        if (more == reached).all():
+            return reached
+        reached = more
 
 
 def one_hot_policy(actions: np.ndarray, n_actions: int) -> np.ndarray:
@@ -90,9 +135,10 @@ def check_gamma(gamma: float) -> None:
         )
 
 
-def no_finite_values(name: str, fix: str = "pass gamma < 1") -> UserError:
+def no_finite_values(name: str) -> UserError:
     return UserError(
-        f"{name} met a policy with no finite undiscounted values: from some state its episode never ends; {fix}."
+        f"{name} met a policy with no finite undiscounted values: from some state its episode never ends and goes "
+        "on paying rewards; pass gamma < 1."
     )
 
 
@@ -104,9 +150,14 @@ def evaluate_policy_exactly(model: TabularModel, policy: np.ndarray, gamma: floa
     singular only at gamma = 1, for a policy under which some episode never ends."""
     check_gamma(gamma)
     r_pi, p_pi = policy_rewards_and_transitions(model, policy)
+    live = reaches_the_end(p_pi) if gamma == 1.0 else np.ones(model.n_states, dtype=bool)
+    if np.any(r_pi[~live] != 0):  # rewards for ever; where there are none the values are 0
+        raise no_finite_values("policy evaluation")
+    values, keep = np.zeros(model.n_states), np.flatnonzero(live)
+    p_live = p_pi if live.all() else p_pi[keep][:, keep]
     try:
-        values = splu(sparse.identity(model.n_states, format="csc") - gamma * p_pi.tocsc()).solve(r_pi)
-    except RuntimeError:  # "Factor is exactly singular"
+        values[keep] = splu(sparse.identity(keep.size, format="csc") - gamma * p_live.tocsc()).solve(r_pi[keep])
+    except RuntimeError:  # "Factor is exactly singular": not expected once the states that never end are out
         raise no_finite_values("policy evaluation") from None
     if not np.isfinite(values).all():
         raise no_finite_values("policy evaluation")
@@ -165,14 +216,13 @@ def policy_iteration(
     tol is unused, since evaluation is exact; it is accepted so all planners share one signature.
     """
     check_gamma(gamma)
-    actions = greedy_policy(model.q_from_v(np.zeros(model.n_states), gamma))
+    actions = improved_policy(model, model.q_from_v(np.zeros(model.n_states), gamma), gamma)
     for k in range(1, max_iterations + 1):
         try:
             values = evaluate_policy_exactly(model, one_hot_policy(actions, model.n_actions), gamma)
         except UserError:
-            fix = "pass gamma < 1, or use value_iteration (policy iteration starts greedy on the immediate rewards)"
-            raise no_finite_values("policy iteration", fix) from None
-        improved = greedy_policy(model.q_from_v(values, gamma))
+            raise no_finite_values("policy iteration") from None
+        improved = improved_policy(model, model.q_from_v(values, gamma), gamma)
         if np.array_equal(improved, actions):
             return plan_result(model, values, gamma, k)
         actions = improved
@@ -191,13 +241,13 @@ def truncated_policy_iteration(
     if truncation_steps < 1:
         raise UserError(f"truncation_steps must be at least 1, got {truncation_steps}; pass e.g. truncation_steps=5.")
     values = np.zeros(model.n_states)
-    actions = greedy_policy(model.q_from_v(values, gamma))
+    actions = improved_policy(model, model.q_from_v(values, gamma), gamma)
     for k in range(1, max_iterations + 1):
         r_pi, p_pi = policy_rewards_and_transitions(model, one_hot_policy(actions, model.n_actions))
         new_values = values
         for _ in range(truncation_steps):
             new_values = r_pi + gamma * p_pi @ new_values
-        actions = greedy_policy(model.q_from_v(new_values, gamma))
+        actions = improved_policy(model, model.q_from_v(new_values, gamma), gamma)
         if np.max(np.abs(new_values - values)) < tol:
             return plan_result(model, new_values, gamma, k)
         values = new_values
@@ -207,7 +257,8 @@ def truncated_policy_iteration(
 def plan_result(model: TabularModel, values: np.ndarray, gamma: float, iterations: int) -> PlanResult:
     """Packs converged values with their action values and greedy policy."""
     q_values = model.q_from_v(values, gamma)
-    return PlanResult(values=values, q_values=q_values, policy=greedy_policy(q_values), iterations=iterations)
+    policy = improved_policy(model, q_values, gamma)
+    return PlanResult(values=values, q_values=q_values, policy=policy, iterations=iterations)
 
 
 Planner = Callable[..., PlanResult]

@@ -19,6 +19,7 @@ from agents.planning import (
     truncated_policy_iteration,
     value_iteration,
 )
+from envs.grid_world import GridWorld
 from rl.errors import UserError
 from rl.mdp import TabularModel, model_of, require_model
 
@@ -154,12 +155,34 @@ def test_undiscounted_planning_on_an_episodic_task(name: str) -> None:
     assert result.policy[0] == 1
 
 
+@pytest.mark.parametrize("name", sorted(PLANNERS))
+def test_undiscounted_ties_go_to_actions_that_end_the_episode(name: str) -> None:
+    # On the random walk at gamma = 1 a step left is worth a step right (both reach the right end in the end); the
+    # first tied action, left, would bounce between A and B for ever. The planners step right.
+    model = model_of(gym.make("RandomWalk-v0"))
+    result = PLANNERS[name](model, 1.0)
+    np.testing.assert_allclose(result.values, 1.0)
+    assert (result.policy == 1).all()
+
+
+def test_undiscounted_evaluation_of_policies_that_never_end() -> None:
+    # GridWorld has no end: the uniform policy collects the target's +1 for ever (a solver would return ~1e16).
+    with pytest.raises(UserError, match="never ends"):
+        evaluate_policy_exactly(GridWorld().model(), np.full((25, 5), 0.2), 1.0)
+    # A loop that pays nothing is worth 0, and a state that leads into it and then to it is worth what it pays.
+    transitions = np.zeros((3, 1, 3))
+    transitions[0, 0, 1] = transitions[1, 0, 1] = 0.5  # state 0 ends half the time; state 1 loops or ends
+    transitions[2, 0, 2] = 1.0  # state 2 loops for ever, for nothing
+    model = TabularModel(transitions, rewards=np.array([[1.0], [2.0], [0.0]]))
+    np.testing.assert_allclose(evaluate_policy_exactly(model, np.ones((3, 1)), 1.0), [1.0 + 0.5 * 4.0, 4.0, 0.0])
+
+
 def test_undiscounted_values_that_do_not_exist_are_user_errors() -> None:
     # In two_state_mdp nothing ends and state 1 pays 2 for ever: no finite undiscounted value.
     stay = one_hot_policy(np.array([0, 0]), 2)
     with pytest.raises(UserError, match="never ends"):
         evaluate_policy_exactly(two_state_mdp(), stay, 1.0)
-    with pytest.raises(UserError, match="never ends.*value_iteration"):
+    with pytest.raises(UserError, match="policy iteration met a policy .* never ends"):
         policy_iteration(two_state_mdp(), 1.0)
     with pytest.raises(UserError, match="did not converge.*gamma = 1"):
         value_iteration(two_state_mdp(), 1.0, max_iterations=1000)
