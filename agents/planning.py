@@ -102,6 +102,12 @@ def ending_chance(model: TabularModel) -> np.ndarray:
     return np.where(row_mass < 1.0 - 1e-12, 1.0 - row_mass, 0.0)
 
 
+def ending_states(model: TabularModel) -> np.ndarray:
+    """(S,) the states where episodes have ended: every action's row is empty and pays nothing (toy-text's holes and
+    goals, the gambler's 0 and goal)."""
+    return (ending_chance(model) == 1.0).all(axis=1) & (model.rewards == 0.0).all(axis=1)
+
+
 def reaches_the_end(p_pi: sparse.csr_array) -> np.ndarray:
     """(S,) whether an episode from s can end under the policy whose transition matrix is P_pi."""
     reached = np.asarray(p_pi.sum(axis=1)).ravel() < 1.0 - 1e-12  # may end at once
@@ -174,20 +180,44 @@ def policy_evaluation(
     """(S,) v_pi by iterating v_{k+1} = r_pi + gamma * P_pi v_k from v_0 = 0 until the largest change is below tol."""
     check_gamma(gamma)
     r_pi, p_pi = policy_rewards_and_transitions(model, policy)
-    values = np.zeros(model.n_states)
+    values, convergence = np.zeros(model.n_states), Convergence("policy evaluation", gamma, tol)
     for _ in range(max_iterations):
         new_values = r_pi + gamma * p_pi @ values
-        if np.max(np.abs(new_values - values)) < tol:
+        if convergence.done(values, new_values):
             return new_values
         values = new_values
     raise not_converged("policy evaluation", max_iterations)
 
 
+class Convergence:
+    """Whether sweeps have converged (the largest change below tol) and, at gamma = 1, whether they never will: values
+    that grow for ever change by as much in each sweep, so a change that has not shrunk over STALL_CHECK sweeps stops
+    the planner early instead of after max_iterations."""
+
+    STALL_CHECK = 1_000
+
+    def __init__(self, name: str, gamma: float, tol: float) -> None:
+        self.name, self.gamma, self.tol, self.sweeps, self.checked_change = name, gamma, tol, 0, np.inf
+
+    def done(self, values: np.ndarray, new_values: np.ndarray) -> bool:
+        change = float(np.max(np.abs(new_values - values)))
+        self.sweeps += 1
+        if self.gamma == 1.0 and self.sweeps % self.STALL_CHECK == 0:
+            if change >= self.checked_change:
+                raise UserError(
+                    f"{self.name} stopped after {self.sweeps} sweeps: at gamma = 1 its values change as much as "
+                    f"{self.STALL_CHECK} sweeps before, as they do when some episode never ends and goes on paying "
+                    "rewards; pass gamma < 1."
+                )
+            self.checked_change = change
+        return change < self.tol
+
+
 def not_converged(name: str, max_iterations: int) -> UserError:
     return UserError(
-        f"{name} did not converge within {max_iterations} iterations; lower gamma (rl plan --gamma), or raise "
-        "max_iterations when calling the planner from Python. At gamma = 1 the values may not exist: they need "
-        "episodes that end."
+        f"{name} did not converge within {max_iterations} iterations; lower gamma (rl plan --gamma, --set gamma for "
+        "an agent), or raise max_iterations when calling the planner from Python. At gamma = 1 the values may not "
+        "exist: they need episodes that end."
     )
 
 
@@ -199,10 +229,10 @@ def value_iteration(
 ) -> PlanResult:
     """Book Algorithm 4.1: v_{k+1}(s) = max_a q_k(s, a) until the largest change is below tol."""
     check_gamma(gamma)
-    values = np.zeros(model.n_states)
+    values, convergence = np.zeros(model.n_states), Convergence("value iteration", gamma, tol)
     for k in range(1, max_iterations + 1):
         new_values = model.q_from_v(values, gamma).max(axis=1)
-        if np.max(np.abs(new_values - values)) < tol:
+        if convergence.done(values, new_values):
             return plan_result(model, new_values, gamma, k)
         values = new_values
     raise not_converged("value iteration", max_iterations)
@@ -240,15 +270,15 @@ def truncated_policy_iteration(
     check_gamma(gamma)
     if truncation_steps < 1:
         raise UserError(f"truncation_steps must be at least 1, got {truncation_steps}; pass e.g. truncation_steps=5.")
-    values = np.zeros(model.n_states)
-    actions = improved_policy(model, model.q_from_v(values, gamma), gamma)
+    values, convergence = np.zeros(model.n_states), Convergence("truncated policy iteration", gamma, tol)
+    actions = greedy_policy(model.q_from_v(values, gamma))  # each sweep's policy: the final one ends (plan_result)
     for k in range(1, max_iterations + 1):
         r_pi, p_pi = policy_rewards_and_transitions(model, one_hot_policy(actions, model.n_actions))
         new_values = values
         for _ in range(truncation_steps):
             new_values = r_pi + gamma * p_pi @ new_values
-        actions = improved_policy(model, model.q_from_v(new_values, gamma), gamma)
-        if np.max(np.abs(new_values - values)) < tol:
+        actions = greedy_policy(model.q_from_v(new_values, gamma))
+        if convergence.done(values, new_values):
             return plan_result(model, new_values, gamma, k)
         values = new_values
     raise not_converged("truncated policy iteration", max_iterations)

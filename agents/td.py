@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agents.monte_carlo import discounted_returns
-from agents.planning import evaluate_policy_exactly
+from agents.planning import ending_states, evaluate_policy_exactly
 from agents.tabular import (
     TabularResult,
     cumulative_policy,
@@ -115,14 +115,18 @@ class TD0Config:
     policy: str = "uniform"
     """Policy to evaluate: 'uniform', or 'optimal' (the planner's greedy optimal policy; needs the env's model)."""
     initial_value: float = 0.0
-    """v(s) before any update (0.5 in S&B's random walk, Example 6.2); states where episodes end keep it."""
+    """v(s) before any update (0.5 in S&B's random walk, Example 6.2); 0 where a model shows episodes end."""
     eval_every: int = 1_000
     """Log eval/value_rmse every this many environment steps (envs that expose their model)."""
 
     def __post_init__(self) -> None:
         check_unit_interval("gamma", self.gamma)
+        if not 0.0 < self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in (0, 1], not {self.alpha}")
         if not math.isfinite(self.initial_value):
             raise ValueError(f"initial_value must be a finite number, not {self.initial_value}")
+        if self.eval_every < 1:
+            raise ValueError(f"eval_every must be at least 1, not {self.eval_every}")
         if self.policy not in ("uniform", "optimal"):
             raise ValueError(f"policy must be 'uniform' or 'optimal', not {self.policy!r}")
 
@@ -232,8 +236,9 @@ def start_prediction(cfg: TD0Config, run: Run) -> tuple[np.ndarray, np.ndarray, 
     v = run.state("v", np.full(n_states, cfg.initial_value))
     if model is None:
         return policy, v, lambda values: None
+    v[ending_states(model)] = 0.0  # v(terminal) = 0, as the book sets it: no update ever reaches those states
     true_values = evaluate_policy_exactly(model, policy, cfg.gamma)
-    next_log = run.rollout.global_step
+    next_log = -(-run.rollout.global_step // cfg.eval_every) * cfg.eval_every  # on the grid, after a resume too
 
     def log_error(values: np.ndarray) -> None:
         nonlocal next_log

@@ -22,6 +22,7 @@ import gymnasium as gym
 import numpy as np
 from scipy import sparse
 
+from envs.random_walk import finite_number
 from rl.mdp import TabularModel
 
 
@@ -29,7 +30,7 @@ class GamblersProblem(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, p_heads: float = 0.4, goal: int = 100) -> None:
-        if not 0.0 < p_heads < 1.0:
+        if not 0.0 < finite_number("p_heads", p_heads) < 1.0:
             raise ValueError(f"p_heads must be a probability strictly between 0 and 1, not {p_heads!r}")
         if not isinstance(goal, int) or isinstance(goal, bool) or goal < 2:
             raise ValueError(f"goal must be an integer of at least 2 dollars, not {goal!r}")

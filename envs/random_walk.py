@@ -32,10 +32,8 @@ class RandomWalk(gym.Env):
     def __init__(self, n_states: int = 5, left_reward: float = 0.0) -> None:
         if not isinstance(n_states, int) or isinstance(n_states, bool) or n_states < 1 or n_states % 2 == 0:
             raise ValueError(f"n_states must be an odd positive integer (5 or 19 in the book), not {n_states!r}")
-        if not np.isfinite(left_reward):
-            raise ValueError(f"left_reward must be a finite number, not {left_reward!r}")
+        self.left_reward = finite_number("left_reward", left_reward)
         self.n_states = n_states
-        self.left_reward = float(left_reward)
         self.observation_space = gym.spaces.Discrete(n_states)
         self.action_space = gym.spaces.Discrete(2)
         self.start = n_states // 2
@@ -74,3 +72,14 @@ class RandomWalk(gym.Env):
             return self.s, reward, True, False, {}
         self.s = nxt
         return self.s, reward, False, False, {}
+
+
+def finite_number(name: str, value: Any) -> float:
+    """`value` as a float; a ValueError naming `name` unless it is a finite number ("nan" from --env-kwargs is not)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, not {value!r}") from None
+    if not np.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, not {value!r}")
+    return number

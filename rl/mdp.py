@@ -108,7 +108,13 @@ def model_of(env: gym.Env) -> TabularModel | None:
     if hasattr(inner, "model") and callable(inner.model):
         return inner.model()
     if hasattr(inner, "P") and isinstance(env.observation_space, gym.spaces.Discrete):
-        return model_from_p(inner.P, int(env.observation_space.n), int(env.action_space.n))
+        try:
+            return model_from_p(inner.P, int(env.observation_space.n), int(env.action_space.n))
+        except (KeyError, IndexError, TypeError, ValueError) as error:
+            raise UserError(
+                f"the env's P table is not P[s][a] = [(prob, next_state, reward, terminated), ...] for every state and "
+                f"action of its spaces ({type(error).__name__}: {error}); fix the table."
+            ) from None
     return None
 
 

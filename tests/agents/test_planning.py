@@ -177,6 +177,26 @@ def test_undiscounted_evaluation_of_policies_that_never_end() -> None:
     np.testing.assert_allclose(evaluate_policy_exactly(model, np.ones((3, 1)), 1.0), [1.0 + 0.5 * 4.0, 4.0, 0.0])
 
 
+@pytest.mark.parametrize("name", sorted(PLANNERS))
+def test_undiscounted_values_that_grow_for_ever_stop_the_planners_early(name: str) -> None:
+    with pytest.raises(UserError, match="never ends|stopped after 2000 sweeps"):
+        PLANNERS[name](two_state_mdp(), 1.0)
+    with pytest.raises(UserError, match="stopped after 2000 sweeps"):
+        policy_evaluation(two_state_mdp(), one_hot_policy(np.array([0, 0]), 2), 1.0)
+
+
+class BrokenTable(gym.Env):
+    """A toy-text style env whose P table lacks state 1."""
+
+    observation_space, action_space = gym.spaces.Discrete(2), gym.spaces.Discrete(1)
+    P = {0: {0: [(1.0, 1, 0.0, False)]}}
+
+
+def test_a_malformed_p_table_is_a_user_error() -> None:
+    with pytest.raises(UserError, match=r"P table .*KeyError: 1"):
+        model_of(BrokenTable())
+
+
 def test_undiscounted_values_that_do_not_exist_are_user_errors() -> None:
     # In two_state_mdp nothing ends and state 1 pays 2 for ever: no finite undiscounted value.
     stay = one_hot_policy(np.array([0, 0]), 2)

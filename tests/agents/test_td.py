@@ -54,6 +54,12 @@ def test_sarsa_keeps_to_the_safe_path_and_q_learning_walks_the_cliff_edge(tmp_pa
     assert -25.0 <= sarsa.eval_returns.mean() <= -15.0
 
 
+def logged_values(run_dir, tag: str) -> list[float]:
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return [event.value for event in events.Scalars(tag)]
+
+
 def online_returns(run_dir) -> np.ndarray:
     """The training episodes' returns as logged (`charts/episodic_return`), read back from TensorBoard."""
     events = EventAccumulator(str(run_dir))
@@ -171,6 +177,18 @@ def test_bad_config_values_are_user_errors():
         build_config(td.NStepSarsaConfig, {"n": 0}, "nstep_sarsa")
     with pytest.raises(UserError, match="'optimal'"):
         build_config(td.TD0Config, {"policy": "greedy"}, "td0")
+    for key, value in [("alpha", -1.0), ("alpha", 0.0), ("eval_every", 0), ("initial_value", float("inf"))]:
+        with pytest.raises(UserError, match=key):
+            build_config(td.NStepTDConfig, {key: value}, "nstep_td")
+
+
+def test_states_where_episodes_end_start_at_zero(tmp_path):
+    # FrozenLake's holes and goal: no update reaches them, so an initial value of 0.5 there would floor the RMS error.
+    result, run = train(td.train_mc_prediction, td.TD0Config(alpha=0.05, initial_value=0.5), "FrozenLake-v1",
+                        tmp_path, steps=20_000)  # fmt: skip
+    ends = [5, 7, 11, 12, 15]
+    np.testing.assert_array_equal(result.values[ends], 0.0)
+    assert logged_values(run.run_dir, "eval/value_rmse")[-1] < 0.1
 
 
 def test_tabular_agent_on_a_continuous_env_is_a_user_error(tmp_path):

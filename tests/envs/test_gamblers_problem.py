@@ -27,7 +27,9 @@ def test_flips_by_hand_and_gymnasiums_checks():
     check_env(GamblersProblem(), skip_render_check=True)
 
 
-@pytest.mark.parametrize("kwargs", [{"p_heads": 0.0}, {"p_heads": 1.0}, {"goal": 1}, {"goal": 10.5}])
+@pytest.mark.parametrize(
+    "kwargs", [{"p_heads": 0.0}, {"p_heads": 1.0}, {"goal": 1}, {"goal": 10.5}, {"p_heads": "nan"}]
+)
 def test_bad_kwargs_are_refused(kwargs):
     with pytest.raises(ValueError, match="p_heads|goal"):
         GamblersProblem(**kwargs)

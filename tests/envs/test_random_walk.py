@@ -30,7 +30,10 @@ def test_moves_by_hand_and_gymnasiums_checks():
     check_env(RandomWalk(), skip_render_check=True)
 
 
-@pytest.mark.parametrize("kwargs", [{"n_states": 4}, {"n_states": 0}, {"n_states": 5.0}, {"left_reward": float("nan")}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"n_states": 4}, {"n_states": 0}, {"n_states": 5.0}, {"left_reward": float("nan")}, {"left_reward": "nan"}],
+)
 def test_bad_kwargs_are_refused(kwargs):
     with pytest.raises(ValueError, match="n_states|left_reward"):
         RandomWalk(**kwargs)
