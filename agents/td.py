@@ -71,8 +71,7 @@ class TDConfig:
     def __post_init__(self) -> None:
         check_unit_interval("gamma", self.gamma)
         check_unit_interval("epsilon", self.epsilon)
-        if not 0.0 < self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in (0, 1], not {self.alpha}")
+        check_step_size(self.alpha)
 
 
 @dataclass(frozen=True)
@@ -121,8 +120,7 @@ class TD0Config:
 
     def __post_init__(self) -> None:
         check_unit_interval("gamma", self.gamma)
-        if not 0.0 < self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in (0, 1], not {self.alpha}")
+        check_step_size(self.alpha)
         if not math.isfinite(self.initial_value):
             raise ValueError(f"initial_value must be a finite number, not {self.initial_value}")
         if self.eval_every < 1:
@@ -147,6 +145,11 @@ class NStepTDConfig(TD0Config):
 def check_unit_interval(name: str, value: float) -> None:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], not {value}")
+
+
+def check_step_size(alpha: float) -> None:
+    if not 0.0 < alpha <= 1.0:
+        raise ValueError(f"alpha must be in (0, 1], not {alpha}")
 
 
 # TD targets: what each update moves towards. `terminated` zeroes the bootstrap term; truncation keeps it.
