@@ -40,6 +40,8 @@ from rl.mdp import TabularModel
 
 TIE_TOLERANCE = 1e-9
 """Actions whose q lies within this (relative) distance of the best one count as tied."""
+MASS_TOLERANCE = 1e-12
+"""A transition row whose probabilities sum to less than 1 - MASS_TOLERANCE may end the episode; rounding does not."""
 MAX_ITERATIONS = 100_000
 """Enough sweeps for tol = 1e-10 at gamma = 0.999; more means gamma is too close to 1 for the tolerance."""
 
@@ -99,7 +101,7 @@ def improved_policy(model: TabularModel, q_values: np.ndarray, gamma: float) -> 
 def ending_chance(model: TabularModel) -> np.ndarray:
     """(S, A) the chance that taking a in s ends the episode: what the transition row lacks of 1."""
     row_mass = np.asarray(model.transitions.sum(axis=1)).reshape(model.n_states, model.n_actions)
-    return np.where(row_mass < 1.0 - 1e-12, 1.0 - row_mass, 0.0)
+    return np.where(row_mass < 1.0 - MASS_TOLERANCE, 1.0 - row_mass, 0.0)
 
 
 def ending_states(model: TabularModel) -> np.ndarray:
@@ -110,7 +112,7 @@ def ending_states(model: TabularModel) -> np.ndarray:
 
 def reaches_the_end(p_pi: sparse.csr_array) -> np.ndarray:
     """(S,) whether an episode from s can end under the policy whose transition matrix is P_pi."""
-    reached = np.asarray(p_pi.sum(axis=1)).ravel() < 1.0 - 1e-12  # may end at once
+    reached = np.asarray(p_pi.sum(axis=1)).ravel() < 1.0 - MASS_TOLERANCE  # may end at once
     while True:
         more = reached | (p_pi @ reached.astype(float) > 0)  # or may move into a state that can
         if (more == reached).all():
