@@ -165,6 +165,7 @@ def train(cfg: Config, run: Run) -> np.ndarray:
     rollout = run.vector_rollout(cfg.num_envs, cfg.clip_reward)
     reward_scaler = tracked_reward_scaler(run, cfg.normalize_reward, cfg.num_envs, cfg.gamma)
 
+    act = run.evaluate_during_training(deterministic_policy(network, action_space, device))
     while run.keep_going():
         if cfg.anneal_lr and spec.total_steps is not None:
             lr = linear_schedule(cfg.learning_rate, 0.0, spec.total_steps, rollout.global_step)
@@ -178,7 +179,7 @@ def train(cfg: Config, run: Run) -> np.ndarray:
         run.log("losses/value_loss", stats.value_loss)
         run.log("charts/entropy", stats.entropy)
 
-    return run.evaluate(deterministic_policy(network, action_space, device))
+    return run.evaluate(act)
 
 
 def act_from_checkpoint(arrays: dict[str, np.ndarray], cfg: Config, env: gym.Env) -> Callable[[np.ndarray], Any]:

@@ -236,6 +236,7 @@ def train_qac(cfg: QACConfig, run: Run) -> np.ndarray:
 
     with torch.no_grad():
         actions = actor(torch.as_tensor(rollout.obs, device=device)).sample()  # (N, ...)
+    act = run.evaluate_during_training(greedy_policy(actor, action_space, device))
     while run.keep_going():
         t = rollout.step(env_actions(actions, action_space))
         next_actions, stats = qac_update(cfg, t, actions, actor, critic, actor_optimizer, critic_optimizer, device)
@@ -246,7 +247,7 @@ def train_qac(cfg: QACConfig, run: Run) -> np.ndarray:
                 fresh = actor(torch.as_tensor(rollout.obs, device=device)).sample()
             next_actions[torch.as_tensor(done, device=device)] = fresh[torch.as_tensor(done, device=device)]
         actions = next_actions
-    return run.evaluate(greedy_policy(actor, action_space, device))
+    return run.evaluate(act)
 
 
 def qac_update(
@@ -293,6 +294,7 @@ def train_offpolicy_ac(cfg: OffPolicyACConfig, run: Run) -> np.ndarray:
         run.track(name, obj)
     rollout, means = run.vector_rollout(cfg.num_envs), ScalarMeans(run)
 
+    act = run.evaluate_during_training(greedy_policy(actor, action_space, device))
     while run.keep_going():
         with torch.no_grad():
             beta = Categorical(probs=behaviour_probs(actor(torch.as_tensor(rollout.obs, device=device)).probs,
@@ -303,7 +305,7 @@ def train_offpolicy_ac(cfg: OffPolicyACConfig, run: Run) -> np.ndarray:
         stats = offpolicy_update(cfg, t, actions, behaviour_log_probs, actor, critic, actor_optimizer,
                                  critic_optimizer, device)  # fmt: skip
         means.add(stats)
-    return run.evaluate(greedy_policy(actor, action_space, device))
+    return run.evaluate(act)
 
 
 def offpolicy_update(

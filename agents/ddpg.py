@@ -302,6 +302,7 @@ def train_actor_critic(
     first_phase = max(cfg.learning_starts, rollout.global_step + cfg.train_frequency)
     train_phase = run.track("train_phase", Periodic(first_phase, cfg.train_frequency))
     next_log, stats = rollout.global_step + cfg.log_every, []
+    act = run.evaluate_during_training(deterministic_policy(nets.actor, device))
     while run.keep_going():
         if rollout.global_step < cfg.learning_starts:
             actions = run.rng.uniform(low, high, size=(cfg.num_envs, *action_space.shape)).astype(np.float32)
@@ -326,7 +327,7 @@ def train_actor_critic(
             log_stats(run, stats)
             stats = []
 
-    return run.evaluate(deterministic_policy(nets.actor, device))
+    return run.evaluate(act)
 
 
 def log_stats(run: Run, stats: list[UpdateStats]) -> None:

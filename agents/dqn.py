@@ -219,6 +219,7 @@ def train(cfg: Config, run: Run) -> np.ndarray:
     train_phase = run.track("train_phase", Periodic(first_phase, cfg.train_frequency))
     first_target_update = rollout.global_step + cfg.target_update_interval
     target_update = run.track("target_update", Periodic(first_target_update, cfg.target_update_interval))
+    act = run.evaluate_during_training(greedy_policy(q_network, device))
     while run.keep_going():
         step = rollout.global_step
         epsilon = linear_schedule(cfg.epsilon_start, cfg.epsilon_end, cfg.exploration_steps, step)
@@ -242,7 +243,7 @@ def train(cfg: Config, run: Run) -> np.ndarray:
         if target_update.due(rollout.global_step):
             polyak_update(target_network, q_network, cfg.tau)
 
-    return run.evaluate(greedy_policy(q_network, device))
+    return run.evaluate(act)
 
 
 def update(

@@ -273,10 +273,13 @@ def train_q_learning_linear(cfg: ControlConfig, run: Run) -> LinearResult:
 
 
 def control_setup(cfg: ControlConfig, run: Run) -> tuple[FeatureMap, np.ndarray]:
-    """The feature map and the (A, F) weights w_a, zero (optimistic when every reward is negative)."""
+    """The feature map and the (A, F) weights w_a, zero (optimistic when every reward is negative); the greedy policy
+    of w, read live, is the one `--eval-every` evaluates while the run trains."""
     n_actions = discrete_size(run.env.action_space, "action", run.spec.agent, run.spec.env_id, ACTION_HINT)
     features = feature_map(cfg, run.env)
-    return features, run.state("w", np.zeros((n_actions, features.n_features)))
+    w = run.state("w", np.zeros((n_actions, features.n_features)))
+    run.evaluate_during_training(greedy_policy(w, features))
+    return features, w
 
 
 def finish_control(run: Run, w: np.ndarray, features: FeatureMap) -> LinearResult:

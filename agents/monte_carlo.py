@@ -49,6 +49,7 @@ import numpy as np
 
 from agents.tabular import (
     TabularResult,
+    control_table,
     epsilon_at,
     epsilon_greedy_action,
     epsilon_greedy_policy,
@@ -237,7 +238,7 @@ def generate_episode(
 def train_mc_basic(cfg: MCBasicConfig, run: Run) -> TabularResult:
     """MC Basic (book Algorithm 5.1): policy iteration whose policy evaluation averages sampled returns."""
     n_states, n_actions = table_shape(run)
-    q = run.state("q", np.zeros((n_states, n_actions)))
+    q = control_table(run, n_states, n_actions)
     policy = run.state("policy", epsilon_greedy_policy(np.zeros((n_states, n_actions)), 0.0))  # pi_0: action 0
     while mc_policy_evaluation(run, cfg, q, greedy_actions(policy)):
         improved = epsilon_greedy_policy(q, 0.0)  # policy improvement: pi_(k+1)(s) = argmax_a q_k(s, a)
@@ -268,7 +269,7 @@ def mc_policy_evaluation(run: Run, cfg: MCBasicConfig, q: np.ndarray, actions: n
 def train_mc_exploring_starts(cfg: MCExploringStartsConfig, run: Run) -> TabularResult:
     """MC Exploring Starts (book Algorithm 5.2): episodes from random (s, a) pairs, pi greedy in q after each."""
     n_states, n_actions = table_shape(run)
-    q = run.state("q", np.zeros((n_states, n_actions)))
+    q = control_table(run, n_states, n_actions)
     returns_sum = run.state("returns_sum", np.zeros((n_states, n_actions)))
     returns_count = run.state("returns_count", np.zeros((n_states, n_actions), dtype=np.int64))
     while run.keep_going():
@@ -284,7 +285,7 @@ def train_mc_exploring_starts(cfg: MCExploringStartsConfig, run: Run) -> Tabular
 def train_mc_epsilon_greedy(cfg: MCEpsilonGreedyConfig, run: Run) -> TabularResult:
     """MC epsilon-Greedy (book Algorithm 5.3): episodes from the env's resets, following the epsilon-greedy policy."""
     n_states, n_actions = table_shape(run)
-    q = run.state("q", np.zeros((n_states, n_actions)))
+    q = control_table(run, n_states, n_actions)
     returns_sum = run.state("returns_sum", np.zeros((n_states, n_actions)))
     returns_count = run.state("returns_count", np.zeros((n_states, n_actions), dtype=np.int64))
     while run.keep_going():

@@ -203,6 +203,7 @@ def train(cfg: Config, run: Run) -> np.ndarray:
     rollout = run.vector_rollout(cfg.num_envs, cfg.clip_reward)
     reward_scaler = tracked_reward_scaler(run, cfg.normalize_reward, cfg.num_envs, cfg.gamma)
 
+    act = run.evaluate_during_training(deterministic_policy(network, action_space, device))
     while run.keep_going():
         anneal = spec.total_steps is not None
         progress_left = linear_schedule(1.0, 0.0, spec.total_steps, rollout.global_step) if anneal else 1.0
@@ -214,7 +215,7 @@ def train(cfg: Config, run: Run) -> np.ndarray:
         log_stats(run, update(cfg, network, optimizer, batch, clip_range, run.rng))
         fold_observations(network, batch.obs)
 
-    return run.evaluate(deterministic_policy(network, action_space, device))
+    return run.evaluate(act)
 
 
 def act_from_checkpoint(arrays: dict[str, np.ndarray], cfg: Config, env: gym.Env) -> Callable[[np.ndarray], Any]:

@@ -281,6 +281,7 @@ def train(cfg: Config, run: Run) -> np.ndarray:
         run.track("value_optimizer", value_optimizer)
 
     rollout, batch = run.rollout, EpisodeBatch.empty()
+    act = run.evaluate_during_training(greedy_policy(policy, env.action_space, device))
     while run.keep_going():
         with torch.no_grad():
             action = policy(torch.as_tensor(np.asarray(rollout.obs)[None], device=device)).sample()[0]
@@ -292,7 +293,7 @@ def train(cfg: Config, run: Run) -> np.ndarray:
                 run.log(tag, number)
             batch = EpisodeBatch.empty()
     # Episodes cut short by the budget or a stop signal are dropped: REINFORCE needs whole episodes.
-    return run.evaluate(greedy_policy(policy, env.action_space, device))
+    return run.evaluate(act)
 
 
 def policy_from_checkpoint(

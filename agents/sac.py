@@ -248,6 +248,7 @@ def train(cfg: Config, run: Run) -> np.ndarray:
     first_phase = max(cfg.learning_starts, rollout.global_step + cfg.train_frequency)
     train_phase = run.track("train_phase", Periodic(first_phase, cfg.train_frequency))
     next_log, stats = rollout.global_step + cfg.log_every, []
+    act = run.evaluate_during_training(greedy_policy(nets.actor, device))
     while run.keep_going():
         if rollout.global_step < cfg.learning_starts:
             actions = run.rng.uniform(low, high, size=(cfg.num_envs, *action_space.shape)).astype(np.float32)
@@ -269,7 +270,7 @@ def train(cfg: Config, run: Run) -> np.ndarray:
                 run.log(tag, np.mean([update_stats[name] for update_stats in stats]))
             stats = []
 
-    return run.evaluate(greedy_policy(nets.actor, device))
+    return run.evaluate(act)
 
 
 def greedy_policy(actor: SquashedGaussianActor, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:

@@ -44,6 +44,14 @@ def table_shape(run: Run) -> tuple[int, int]:
     return n_states, n_actions
 
 
+def control_table(run: Run, n_states: int, n_actions: int) -> np.ndarray:
+    """A control agent's (S, A) table q: zeros, or the checkpoint's when resuming. Its greedy policy, read live, is
+    the one `--eval-every` evaluates while the run trains."""
+    q = run.state("q", np.zeros((n_states, n_actions)))
+    run.evaluate_during_training(lambda obs: int(np.argmax(q[int(obs)])))
+    return q
+
+
 def greedy_actions(table: np.ndarray) -> np.ndarray:
     """(S,) the first maximising action of each row of an (S, A) table of action values or probabilities."""
     return np.argmax(table, axis=1)

@@ -39,6 +39,7 @@ from agents.monte_carlo import discounted_returns
 from agents.planning import ending_states, evaluate_policy_exactly
 from agents.tabular import (
     TabularResult,
+    control_table,
     cumulative_policy,
     epsilon_greedy_action,
     epsilon_greedy_policy,
@@ -272,7 +273,7 @@ def policy_to_evaluate(cfg: TD0Config, run: Run, n_states: int, n_actions: int) 
 def train_sarsa(cfg: TDConfig, run: Run) -> TabularResult:
     """Sarsa (book Algorithm 7.1): on-policy TD control with an epsilon-greedy policy."""
     n_states, n_actions = table_shape(run)
-    q = run.state("q", np.zeros((n_states, n_actions)))
+    q = control_table(run, n_states, n_actions)
     rollout = run.rollout
     action = epsilon_greedy_action(q[int(rollout.obs)], scheduled_epsilon(cfg, run, log=False), run.rng)
     while run.keep_going():
@@ -292,7 +293,7 @@ def train_sarsa(cfg: TDConfig, run: Run) -> TabularResult:
 def train_expected_sarsa(cfg: TDConfig, run: Run) -> TabularResult:
     """Expected Sarsa (book 7.3.1): the target averages q(s', .) over the epsilon-greedy policy."""
     n_states, n_actions = table_shape(run)
-    q = run.state("q", np.zeros((n_states, n_actions)))
+    q = control_table(run, n_states, n_actions)
     rollout = run.rollout
     while run.keep_going():
         epsilon = scheduled_epsilon(cfg, run)
@@ -310,7 +311,7 @@ def train_expected_sarsa(cfg: TDConfig, run: Run) -> TabularResult:
 def train_nstep_sarsa(cfg: NStepSarsaConfig, run: Run) -> TabularResult:
     """n-step Sarsa (book 7.3.2, S&B 7.2): update (s_t, a_t) once r_(t+1) .. r_(t+n) and a_(t+n) are known."""
     n_states, n_actions = table_shape(run)
-    q = run.state("q", np.zeros((n_states, n_actions)))
+    q = control_table(run, n_states, n_actions)
     rollout = run.rollout
     pending: deque[tuple[int, int, float]] = deque()  # (s_k, a_k, r_(k+1)) not yet updated, oldest first
     action = epsilon_greedy_action(q[int(rollout.obs)], scheduled_epsilon(cfg, run, log=False), run.rng)
@@ -337,7 +338,7 @@ def train_nstep_sarsa(cfg: NStepSarsaConfig, run: Run) -> TabularResult:
 def train_q_learning(cfg: TDConfig, run: Run) -> TabularResult:
     """Q-learning, on-policy version (book Algorithm 7.2): behave epsilon-greedily, learn the greedy values."""
     n_states, n_actions = table_shape(run)
-    q = run.state("q", np.zeros((n_states, n_actions)))
+    q = control_table(run, n_states, n_actions)
     rollout = run.rollout
     while run.keep_going():
         epsilon = scheduled_epsilon(cfg, run)
@@ -352,7 +353,7 @@ def train_q_learning(cfg: TDConfig, run: Run) -> TabularResult:
 def train_q_learning_offpolicy(cfg: OffPolicyQConfig, run: Run) -> TabularResult:
     """Q-learning, off-policy version (book Algorithm 7.3): learn the greedy policy from a behaviour policy's data."""
     n_states, n_actions = table_shape(run)
-    q = run.state("q", np.zeros((n_states, n_actions)))
+    q = control_table(run, n_states, n_actions)
     rollout = run.rollout
     while run.keep_going():
         s = int(rollout.obs)

@@ -184,6 +184,7 @@ def train(cfg: Config, run: Run) -> np.ndarray:
     rollout = run.vector_rollout(cfg.num_envs, cfg.clip_reward)
     reward_scaler = tracked_reward_scaler(run, cfg.normalize_reward, cfg.num_envs, cfg.gamma)
 
+    act = run.evaluate_during_training(deterministic_policy(network, action_space, device))
     while run.keep_going():
         num_steps = steps_this_iteration(cfg.n_steps, cfg.num_envs, rollout.global_step, spec.total_steps)
         samples = flatten(collect(rollout, network, num_steps, cfg.gamma, cfg.gae_lambda, device, reward_scaler))
@@ -200,7 +201,7 @@ def train(cfg: Config, run: Run) -> np.ndarray:
         run.log("charts/step_fraction", step.step_fraction)
         fold_observations(network, samples.obs)
 
-    return run.evaluate(deterministic_policy(network, action_space, device))
+    return run.evaluate(act)
 
 
 def act_from_checkpoint(arrays: dict[str, np.ndarray], cfg: Config, env: gym.Env) -> Callable[[np.ndarray], Any]:

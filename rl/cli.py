@@ -165,6 +165,12 @@ def add_train_parser(sub: argparse._SubParsersAction, argv: list[str]) -> None:
         "--checkpoint-every", type=at_least(1), default=50_000, help="environment steps between checkpoints"
     )
     train.add_argument("--eval-episodes", type=at_least(1), default=10, help="greedy episodes in the final evaluation")
+    train.add_argument(
+        "--eval-every",
+        type=at_least(1),
+        metavar="N",
+        help="also evaluate the greedy policy (--eval-episodes episodes) every N environment steps while training",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     train.add_argument(
         "--threads",
@@ -242,13 +248,15 @@ def new_job(args: argparse.Namespace, seed: int) -> tuple[Any, dict, None]:
         runs_dir=args.runs_dir,
         checkpoint_every=args.checkpoint_every,
         eval_episodes=args.eval_episodes,
+        eval_every=args.eval_every,
         quiet=args.quiet,
     )
     return spec, overrides, None
 
 
 def resume_job(args: argparse.Namespace) -> tuple[Any, dict, Path]:
-    """The spec and config a run was started with; --total-steps or --total-episodes may extend its budget."""
+    """The spec and config a run was started with; --total-steps or --total-episodes may extend its budget, and
+    --eval-every set how often it is evaluated from here on (evaluating changes nothing learned)."""
     from rl.run import RunSpec
     from rl.run_logger import read_run_config
 
@@ -265,6 +273,8 @@ def resume_job(args: argparse.Namespace) -> tuple[Any, dict, Path]:
     spec_fields = dict(saved["spec"])
     if args.total_steps is not None or args.total_episodes is not None:
         spec_fields.update(total_steps=args.total_steps, total_episodes=args.total_episodes)
+    if args.eval_every is not None:
+        spec_fields["eval_every"] = args.eval_every
     spec_fields["quiet"] = args.quiet
     try:
         spec = RunSpec(**spec_fields)

@@ -1,19 +1,24 @@
 """A training run: what an agent's `train(cfg, run)` gets besides its hyperparameters.
 
 The run owns the env, the seeded generator, the rollout core, the logger, the budget (steps or episodes), the
-learned state that checkpoints save, and the stop signal (SIGINT, SIGTERM). Agents keep their loop and their math;
-the run keeps the bookkeeping that every agent would otherwise repeat.
+learned state that checkpoints save, the greedy evaluations and the stop signal (SIGINT, SIGTERM). Agents keep their
+loop and their math; the run keeps the bookkeeping that every agent would otherwise repeat.
 
     q = run.state("q", np.zeros((n_states, n_actions)))    # restored on resume, saved at every checkpoint
-    while run.keep_going():                                 # budget, stop signal, logging, periodic checkpoints
+    act = run.evaluate_during_training(greedy_act)          # evaluated every --eval-every steps, if asked
+    while run.keep_going():                                 # budget, stop signal, logging, checkpoints, evaluations
         transition = run.rollout.step(action)
+    return run.evaluate(act)                                # the final evaluation
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import shutil
 import signal
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -72,7 +77,9 @@ class RunSpec:
     checkpoint_every: int = 50_000
     """Save a checkpoint every this many environment steps (and always at the end or on a stop signal)."""
     eval_episodes: int = 10
-    """Greedy episodes in the final evaluation."""
+    """Greedy episodes in the final evaluation (and in each evaluation during training)."""
+    eval_every: int | None = None
+    """Also evaluate the greedy policy every this many environment steps while training; None: only at the end."""
     print_every: int = 10_000
     """Print one progress line every this many environment steps."""
     quiet: bool = False
@@ -85,8 +92,8 @@ class RunSpec:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise UserError(f"{name} must be positive, not {value}; pass a positive number.")
-        for name in ("checkpoint_every", "eval_episodes", "print_every"):
-            if getattr(self, name) < 1:
+        for name in ("checkpoint_every", "eval_episodes", "print_every", "eval_every"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, not {getattr(self, name)}; pass 1 or more.")
         if not 0 <= self.seed <= MAX_SEED:
             raise UserError(f"seed must be an integer from 0 to {MAX_SEED}, not {self.seed}; pass another --seed.")
@@ -136,11 +143,22 @@ class Run:
         )
         self._next_checkpoint = global_step + spec.checkpoint_every
         self._announcement: str | None = None
+        self._started = False
+        self._policy_to_evaluate: Callable[[Any], Any] | None = None
+        self._next_eval = next_multiple(global_step, spec.eval_every) if spec.eval_every else math.inf
 
     def announce(self, text: str) -> None:
         """A line printed when training starts (the first `keep_going`), not before: an agent that refuses the env's
         spaces stops before that, and its run directory, removed on the way out, should not have been named."""
         self._announcement = text
+
+    def evaluate_during_training(self, act: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """Registers the greedy policy `act(obs)` that `--eval-every N` evaluates every N environment steps while the
+        run trains, logging `eval/episodic_return` there; returns `act`. Register it before the training loop. It must
+        read the learned state as it changes (a closure over the network or table being trained) and draw from none
+        of training's random streams, so that evaluating leaves what is learned as it would have been."""
+        self._policy_to_evaluate = act
+        return act
 
     def _check_resumable(self, run_dir: Path) -> tuple[int, int]:
         """The checkpoint's step and episode count, once it is known to be this agent's and to have budget left."""
@@ -209,9 +227,8 @@ class Run:
         """Logs what finished since the last call, checkpoints when due; False once the budget is spent or a stop
         signal came."""
         step = self.rollout.global_step
-        if self._announcement is not None:
-            self.logger.line(self._announcement)
-            self._announcement = None
+        if not self._started:
+            self._start()
         if self.rollout.finished:  # most steps finish nothing: skip the call and the fresh empty list
             self.logger.episodes(self.rollout.pop_finished(), step)
         self.logger.progress(step)
@@ -223,7 +240,28 @@ class Run:
         if self.budget_spent:
             self.logger.progress(step, final=True)  # the SPS of the last stretch: short runs log it at least once
             return False
+        if step >= self._next_eval:  # not at the end: the agent's final evaluation follows
+            self._evaluate_now(step)
         return True
+
+    def _start(self) -> None:
+        """The first `keep_going`: the agent has built what it trains and registered its policy, if it has one."""
+        self._started = True
+        if self.spec.eval_every and self._policy_to_evaluate is None:
+            raise UserError(
+                f"{self.spec.agent} learns the values of a policy it is given and does not change, so --eval-every "
+                "has no improving policy to evaluate; drop --eval-every (the final evaluation runs that policy)."
+            )
+        if self._announcement is not None:
+            self.logger.line(self._announcement)
+            self._announcement = None
+
+    def _evaluate_now(self, step: int) -> None:
+        """An evaluation during training; its time is left out of charts/SPS."""
+        start = time.perf_counter()
+        self.evaluate(self._policy_to_evaluate, label=f"evaluation at step {step}")
+        self.logger.leave_out(time.perf_counter() - start)
+        self._next_eval = next_multiple(step, self.spec.eval_every)
 
     @property
     def budget_spent(self) -> bool:
@@ -294,6 +332,11 @@ class Run:
 
     def _request_stop(self, signum: int, frame: object) -> None:
         self.stop_requested = True
+
+
+def next_multiple(step: int, every: int) -> int:
+    """The first multiple of `every` after `step`."""
+    return (step // every + 1) * every
 
 
 def start_rollout(

@@ -114,6 +114,10 @@ class RunLogger:
         recent = f"{self.mean_recent_return():.1f}" if self.recent_returns else "- (no episode has ended yet)"
         self.line(f"step {step} | return {recent} | {format_rate(sps)} sps")
 
+    def leave_out(self, seconds: float) -> None:
+        """Time spent on something other than training (an evaluation during it), which charts/SPS should not count."""
+        self._last_time += seconds
+
     def mean_recent_return(self) -> float:
         return sum(self.recent_returns) / len(self.recent_returns) if self.recent_returns else float("nan")
 
