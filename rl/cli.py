@@ -99,6 +99,9 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         default=0,
         help="episode i starts from reset(seed=SEED + i); training's final evaluation used the run's seed + 10000",
     )
+    evaluate.add_argument(
+        "--video", metavar="DIR", help="also write each episode to DIR as an mp4 (needs moviepy: the video extra)"
+    )
     evaluate.set_defaults(command=cmd_eval)
 
     plan = sub.add_parser("plan", help="optimal values and policy of an env that exposes its model")
@@ -289,7 +292,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rl.checkpoint import check_saved_by, load_checkpoint
     from rl.environments import make_env
     from rl.errors import one_line
-    from rl.evaluation import evaluate_policy
+    from rl.evaluation import evaluate_policy, filmed_env
     from rl.run_logger import read_run_config
 
     run_dir = Path(args.run_dir)
@@ -299,7 +302,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     arrays, meta = load_checkpoint(run_dir)
     check_saved_by(meta, entry.name, run_dir, "evaluate")
     cfg = build_config(entry.config, saved["agent_config"], entry.name)
-    env = make_env(spec.get("env_id", ""), spec.get("env_kwargs"))
+    env_id, env_kwargs = spec.get("env_id", ""), spec.get("env_kwargs")
+    if args.video:
+        env = filmed_env(env_id, env_kwargs, args.video, name_prefix=run_dir.resolve().name)
+    else:
+        env = make_env(env_id, env_kwargs)
     try:
         act = entry.act_from_checkpoint(arrays, cfg, env)
     except (RuntimeError, KeyError, ValueError) as error:
@@ -307,7 +314,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"the checkpoint in {run_dir} does not fit its config.json ({one_line(error)}); was config.json edited?"
         ) from None
     returns = evaluate_policy(env, act, args.episodes, seed=args.seed)
-    env.close()
+    env.close()  # RecordVideo writes the last episode's video now
+    if args.video:
+        for i in range(len(returns)):
+            print(f"video: {Path(args.video) / f'{run_dir.resolve().name}-episode-{i}.mp4'}")
     summary = {"mean_return": float(returns.mean()), "std_return": float(returns.std()), "episodes": args.episodes}
     print(json.dumps(summary))
     return 0

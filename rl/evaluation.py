@@ -1,12 +1,19 @@
-"""Greedy evaluation: run a deterministic policy for whole episodes on a fresh env."""
+"""Greedy evaluation: run a deterministic policy for whole episodes on a fresh env, and film it if asked."""
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.wrappers import RecordVideo
+
+from rl.environments import make_env
+from rl.errors import UserError
 
 
 def evaluate_policy(
@@ -34,3 +41,26 @@ def evaluate_policy(
             if terminated or truncated:
                 break
     return returns
+
+
+def filmed_env(env_id: str, env_kwargs: dict | None, folder: str | Path, name_prefix: str) -> gym.Env:
+    """The env, drawing RGB frames, wrapped in Gymnasium's RecordVideo: each episode becomes
+    `folder/<name_prefix>-episode-<i>.mp4` (moviepy writes it) when the next one starts or the env closes."""
+    plain = make_env(env_id, env_kwargs)
+    modes = plain.metadata.get("render_modes", [])
+    plain.close()
+    if "rgb_array" not in modes:
+        drawn = ", ".join(modes) if modes else "none"
+        raise UserError(f"{env_id} draws no RGB frames (its render modes: {drawn}), so there is no video to record; "
+                        "drop --video.")  # fmt: skip
+    if Path(folder).exists() and not Path(folder).is_dir():
+        raise UserError(f"--video {folder} is a file; pass a directory (it is created if missing).")
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # frames are drawn off screen: no window, no display needed
+    env = make_env(env_id, env_kwargs, render_mode="rgb_array")
+    try:
+        with warnings.catch_warnings():  # a second `rl eval --video` of a run overwrites its videos, as it should
+            warnings.filterwarnings("ignore", message=".*Overwriting existing videos")
+            return RecordVideo(env, str(folder), episode_trigger=lambda episode: True, name_prefix=name_prefix)
+    except gym.error.DependencyNotInstalled:
+        env.close()
+        raise UserError('recording videos needs moviepy: pip install -e ".[video]" (or pip install moviepy).') from None
