@@ -13,6 +13,8 @@ import pytest
 
 import envs  # noqa: F401
 from rl.cli import main
+from rl.errors import UserError
+from rl.evaluation import filmed_env
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +78,48 @@ def test_a_file_in_place_of_the_video_directory_is_one_line(capsys, tmp_path, tr
     (tmp_path / "videos").write_text("not a directory")
     assert main(["eval", str(trained_run), "--video", str(tmp_path / "videos")]) == 2
     assert "is a file; pass a directory" in capsys.readouterr().err
+
+
+class BrokenCamera(gym.Env):
+    """Says it draws RGB frames, then fails to, as MuJoCo does without an OpenGL library."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
+    observation_space = gym.spaces.Discrete(1)
+    action_space = gym.spaces.Discrete(1)
+
+    def __init__(self, render_mode: str | None = None) -> None:
+        self.render_mode = render_mode
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        return 0, {}
+
+    def render(self):
+        raise RuntimeError("no OpenGL context")
+
+
+def test_a_renderer_that_fails_here_is_one_line_naming_the_backends(tmp_path):
+    if "BrokenCamera-v0" not in gym.registry:
+        gym.register("BrokenCamera-v0", entry_point=BrokenCamera)
+    with pytest.raises(UserError) as caught:
+        filmed_env("BrokenCamera-v0", {}, tmp_path / "videos", "run")
+    message = str(caught.value)
+    assert message.startswith("BrokenCamera-v0 could not draw a frame here (RuntimeError: no OpenGL context)")
+    assert "MUJOCO_GL=egl" in message and "\n" not in message and not (tmp_path / "videos").exists()
+
+
+def test_mujoco_films_off_screen(capsys, tmp_path):
+    pytest.importorskip("mujoco")
+    argv = ["train", "sac", "--env", "InvertedPendulum-v5", "--total-steps", "300", "--set", "learning_starts=100"]
+    assert main([*argv, "--runs-dir", str(tmp_path / "runs"), "--quiet", "--eval-episodes", "1"]) == 0
+    run_dir = next((tmp_path / "runs").iterdir())
+    capsys.readouterr()
+    code = main(["eval", str(run_dir), "--episodes", "1", "--video", str(tmp_path / "videos")])
+    if code == 2 and "could not draw a frame here" in (err := capsys.readouterr().err):
+        pytest.skip(f"no OpenGL library for MuJoCo on this machine: {err.strip()}")
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    # InvertedPendulum-v5 pays 1 for each step that does not end the episode, 0 for the one that does.
+    steps = round(json.loads(lines[-1])["mean_return"]) + 1
+    frames, size = frames_and_size(Path(lines[0].removeprefix("video: ")))
+    assert frames == steps + 1 and size == (480, 480)
