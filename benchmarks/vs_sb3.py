@@ -213,7 +213,19 @@ LUNAR_LANDER_TASKS: dict[str, Task] = {
 """Beyond the issue's rows (`--tasks ..._lunarlander`, `pip install -e ".[box2d]"`): the zoo's LunarLander entries,
 with the returns its benchmark table publishes for them (one run each, LunarLander-v2): A2C 155.8, PPO 242.1, TRPO
 133.2, DQN 154.4."""
-ALL_TASKS = TASKS | LUNAR_LANDER_TASKS
+MUJOCO_TASKS: dict[str, Task] = {
+    # Our side reads configs/{sac,td3}_mujoco.toml (the zoo's shared MuJoCo entries); 50,000 of the zoo's 1,000,000
+    # steps, for a first stretch of the learning curve on two cores.
+    "sac_halfcheetah": Task("HalfCheetah-v5", 50_000, "sac", load_toml(CONFIGS / "sac_mujoco.toml"),
+                            "stable_baselines3:SAC", dict(learning_starts=10_000),
+                            updates=off_policy_updates(50_000, 10_000, 1, 1)),
+    "td3_halfcheetah": Task("HalfCheetah-v5", 50_000, "td3", load_toml(CONFIGS / "td3_mujoco.toml"),
+                            "stable_baselines3:TD3", dict(learning_starts=10_000, learning_rate=1e-3, batch_size=256,
+                                                          train_freq=1, gradient_steps=1),
+                            updates=off_policy_updates(50_000, 10_000, 1, 1), sb3_policy_kwargs=dict(net_arch=[400, 300])),
+}  # fmt: skip
+"""Beyond the issue's rows (`--tasks sac_halfcheetah td3_halfcheetah`, `pip install -e ".[mujoco]"`)."""
+ALL_TASKS = TASKS | LUNAR_LANDER_TASKS | MUJOCO_TASKS
 
 
 def clock() -> np.ndarray:
