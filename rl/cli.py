@@ -165,9 +165,9 @@ def add_train_parser(sub: argparse._SubParsersAction, argv: list[str]) -> None:
     )
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     train.add_argument(
-        "--checkpoint-every", type=at_least(1), default=50_000, help="environment steps between checkpoints"
+        "--checkpoint-every", type=at_least(1), help="environment steps between checkpoints (default 50000)"
     )
-    train.add_argument("--eval-episodes", type=at_least(1), default=10, help="greedy episodes in the final evaluation")
+    train.add_argument("--eval-episodes", type=at_least(1), help="greedy episodes in each evaluation (default 10)")
     train.add_argument(
         "--eval-every",
         type=at_least(1),
@@ -249,17 +249,24 @@ def new_job(args: argparse.Namespace, seed: int) -> tuple[Any, dict, None]:
         total_steps=args.total_steps,
         total_episodes=args.total_episodes,
         runs_dir=args.runs_dir,
-        checkpoint_every=args.checkpoint_every,
-        eval_episodes=args.eval_episodes,
         eval_every=args.eval_every,
         quiet=args.quiet,
+        **run_settings(args),
     )
     return spec, overrides, None
 
 
+def run_settings(args: argparse.Namespace) -> dict:
+    """--checkpoint-every and --eval-episodes where given: settings of how a run is kept and evaluated, not of what
+    it learns, so a resume may change them too."""
+    given = {"checkpoint_every": args.checkpoint_every, "eval_episodes": args.eval_episodes}
+    return {name: value for name, value in given.items() if value is not None}
+
+
 def resume_job(args: argparse.Namespace) -> tuple[Any, dict, Path]:
     """The spec and config a run was started with; --total-steps or --total-episodes may extend its budget, and
-    --eval-every set how often it is evaluated from here on (evaluating changes nothing learned)."""
+    --eval-every, --eval-episodes and --checkpoint-every set how it is evaluated and saved from here on (neither
+    changes what is learned)."""
     from rl.run import RunSpec
     from rl.run_logger import read_run_config
 
@@ -278,6 +285,7 @@ def resume_job(args: argparse.Namespace) -> tuple[Any, dict, Path]:
         spec_fields.update(total_steps=args.total_steps, total_episodes=args.total_episodes)
     if args.eval_every is not None:
         spec_fields["eval_every"] = args.eval_every
+    spec_fields.update(run_settings(args))
     spec_fields["quiet"] = args.quiet
     try:
         spec = RunSpec(**spec_fields)
@@ -292,7 +300,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rl.checkpoint import check_saved_by, load_checkpoint
     from rl.environments import make_env
     from rl.errors import one_line
-    from rl.evaluation import evaluate_policy, filmed_env
+    from rl.evaluation import evaluate_policy, filmed_env, filmed_evaluation
     from rl.run_logger import read_run_config
 
     run_dir = Path(args.run_dir)
@@ -303,7 +311,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     check_saved_by(meta, entry.name, run_dir, "evaluate")
     cfg = build_config(entry.config, saved["agent_config"], entry.name)
     env_id, env_kwargs = spec.get("env_id", ""), spec.get("env_kwargs")
-    if args.video:
+    if args.video is not None:
         env = filmed_env(env_id, env_kwargs, args.video, name_prefix=run_dir.resolve().name)
     else:
         env = make_env(env_id, env_kwargs)
@@ -313,11 +321,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UserError(
             f"the checkpoint in {run_dir} does not fit its config.json ({one_line(error)}); was config.json edited?"
         ) from None
-    returns = evaluate_policy(env, act, args.episodes, seed=args.seed)
-    env.close()  # RecordVideo writes the last episode's video now
-    if args.video:
-        for i in range(len(returns)):
-            print(f"video: {Path(args.video) / f'{run_dir.resolve().name}-episode-{i}.mp4'}")
+    if args.video is None:
+        returns = evaluate_policy(env, act, args.episodes, seed=args.seed)
+        env.close()
+    else:
+        returns, videos = filmed_evaluation(env, act, args.episodes, args.seed, args.video, run_dir.resolve().name)
+        print("\n".join(f"video: {path}" for path in videos))
     summary = {"mean_return": float(returns.mean()), "std_return": float(returns.std()), "episodes": args.episodes}
     print(json.dumps(summary))
     return 0

@@ -48,7 +48,7 @@ def make_env(env_id: str, env_kwargs: dict | None = None, render_mode: str | Non
             f"cannot make env {env_id!r}: {error}; check the module part of `module:Name-v0`, and that its directory "
             "is on PYTHONPATH."
         ) from None
-    except (TypeError, KeyError, ValueError) as error:
+    except (TypeError, KeyError, ValueError, ArithmeticError, OSError) as error:  # MuJoCo: frame_skip=0, xml_file
         raise UserError(
             f"cannot make env {env_id!r} with env kwargs {kwargs}: {type(error).__name__}: {one_line(error)}; "
             "check the names and values given to --env-kwargs."

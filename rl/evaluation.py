@@ -44,9 +44,16 @@ def evaluate_policy(
     return returns
 
 
+VIDEO_FRAME_BYTES = 1_000_000_000
+"""The frames RecordVideo holds in memory for one video before moviepy writes it: a longer episode's video is cut
+(a greedy CliffWalking policy that circles for 10,000 steps would otherwise hold 6 GB)."""
+
+
 def filmed_env(env_id: str, env_kwargs: dict | None, folder: str | Path, name_prefix: str) -> gym.Env:
     """The env, drawing RGB frames, wrapped in Gymnasium's RecordVideo: each episode becomes
     `folder/<name_prefix>-episode-<i>.mp4` (moviepy writes it) when the next one starts or the env closes."""
+    if not str(folder):
+        raise UserError("--video needs a directory to write the videos to; pass one (it is created if missing).")
     # Frames are drawn off screen, so no window opens and no display is needed: pygame's dummy video driver, and
     # MuJoCo through EGL (which Mesa provides without a GPU) where there is no display, no backend chosen already, and
     # an EGL library to load (`import mujoco` fails outright on a backend it cannot load).
@@ -63,17 +70,30 @@ def filmed_env(env_id: str, env_kwargs: dict | None, folder: str | Path, name_pr
     if Path(folder).exists() and not Path(folder).is_dir():
         raise UserError(f"--video {folder} is a file; pass a directory (it is created if missing).")
     env = make_env(env_id, env_kwargs, render_mode="rgb_array")
-    check_draws_frames(env, env_id)
+    frame = first_frame(env, env_id)
+    make_video_folder(env, folder)
     try:
         with warnings.catch_warnings():  # a second `rl eval --video` of a run overwrites its videos, as it should
             warnings.filterwarnings("ignore", message=".*Overwriting existing videos")
-            return RecordVideo(env, str(folder), episode_trigger=lambda episode: True, name_prefix=name_prefix)
+            return RecordVideo(env, str(folder), episode_trigger=lambda episode: True, name_prefix=name_prefix,
+                               video_length=max(1, VIDEO_FRAME_BYTES // frame.nbytes))  # fmt: skip
     except gym.error.DependencyNotInstalled:
         env.close()
         raise UserError('recording videos needs moviepy: pip install -e ".[video]" (or pip install moviepy).') from None
 
 
-def check_draws_frames(env: gym.Env, env_id: str) -> None:
+def make_video_folder(env: gym.Env, folder: str | Path) -> None:
+    """Makes `folder` (and its parents) or closes `env` and says why it cannot."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            raise PermissionError("not writable")
+    except OSError as error:
+        env.close()
+        raise UserError(f"cannot write videos to {folder} ({one_line(error)}); pass another --video.") from None
+
+
+def first_frame(env: gym.Env, env_id: str) -> np.ndarray:
     """Draws one frame before any video starts: a renderer that cannot run here (MuJoCo without an OpenGL library)
     fails with its own exception type, which becomes one UserError."""
     try:
@@ -85,6 +105,24 @@ def check_draws_frames(env: gym.Env, env_id: str) -> None:
             f"{env_id} could not draw a frame here ({type(error).__name__}: {one_line(error)}); MuJoCo without a "
             "display draws through MUJOCO_GL=egl (libegl1) or MUJOCO_GL=osmesa (libosmesa6): install one and set it."
         ) from None
-    if not isinstance(frame, np.ndarray) or frame.ndim != 3:
+    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.size == 0:
         env.close()
-        raise UserError(f"{env_id}'s rgb_array render gave {type(frame).__name__}, not an image; drop --video.")
+        raise UserError(f"{env_id}'s rgb_array render gave no image ({getattr(frame, 'shape', frame)}); drop --video.")
+    return frame
+
+
+def filmed_evaluation(
+    env: RecordVideo, act: Callable[[Any], Any], episodes: int, seed: int, folder: str | Path, name_prefix: str
+) -> tuple[np.ndarray, list[Path]]:
+    """`evaluate_policy` on a `filmed_env`, then the videos it wrote, each checked to be there: moviepy can let
+    ffmpeg fail on a short clip without a word."""
+    returns = evaluate_policy(env, act, episodes, seed=seed)
+    try:
+        env.close()  # RecordVideo writes the last episode's video now
+    except OSError as error:
+        raise UserError(f"could not write a video to {folder} ({one_line(error)}); pass another --video.") from None
+    videos = [Path(folder) / f"{name_prefix}-episode-{i}.mp4" for i in range(len(returns))]
+    for path in videos:
+        if not path.is_file() or path.stat().st_size == 0:
+            raise UserError(f"no video was written to {path}; check that {folder} can be written to, or pass another.")
+    return returns, videos

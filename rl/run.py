@@ -242,6 +242,7 @@ class Run:
             return False
         if step >= self._next_eval:  # not at the end: the agent's final evaluation follows
             self._evaluate_now(step)
+            return not self.stop_requested  # a stop signal during the evaluation ends the run now
         return True
 
     def _start(self) -> None:

@@ -69,3 +69,13 @@ def test_the_mujoco_configs_train_evaluate_and_resume(capsys, tmp_path, agent):
     capsys.readouterr()
     assert main(["eval", str(run_dir), "--episodes", "1"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["episodes"] == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "cause"), [({"frame_skip": 0}, "ZeroDivisionError"), ({"xml_file": "nope.xml"}, "OSError")]
+)
+def test_mujoco_kwargs_it_cannot_build_with_are_one_user_error(kwargs, cause):
+    with pytest.raises(UserError) as caught:
+        make_env("Hopper-v5", kwargs)
+    message = str(caught.value)
+    assert message.startswith(f"cannot make env 'Hopper-v5' with env kwargs {kwargs}: {cause}") and "\n" not in message

@@ -3,6 +3,7 @@ exactly as it would have been, and refused where there is no improving policy to
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,15 @@ CASES = [
     ("qac", "CartPole-v1", 960, {}, 8),
     ("sac", "Pendulum-v1", 600, {"learning_starts": 200, "hidden_sizes": [32, 32], "batch_size": 32}, 1),
 ]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """As `rl train` runs (--threads 1): with more, some of torch's CPU reductions are not bit-reproducible."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def train(tmp_path: Path, agent: str, env_id: str, steps: int, overrides: dict, eval_every: int | None) -> Path:
@@ -89,6 +99,32 @@ def test_a_resumed_run_evaluates_at_the_next_multiple(capsys, tmp_path):
     assert main(["train", "--resume", str(run_dir), "--total-steps", "6000", "--eval-every", "1500", "--quiet"]) == 0
     capsys.readouterr()
     assert [step for step, _ in scalars(run_dir, "eval/episodic_return")] == [1000, 2000, 2500, 3000, 4500, 6000]
+
+
+def test_resume_takes_new_evaluation_and_checkpoint_settings(capsys, tmp_path):
+    argv = ["train", "sarsa", "--env", "GridWorld-v0", "--runs-dir", str(tmp_path), "--quiet", "--eval-episodes", "1"]
+    assert main([*argv, "--total-steps", "1000", "--checkpoint-every", "400"]) == 0
+    run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1].removeprefix("run directory: "))
+    resume = ["train", "--resume", str(run_dir), "--total-steps", "2000", "--eval-episodes", "3"]
+    assert main([*resume, "--checkpoint-every", "700"]) == 0
+    spec = json.loads((run_dir / "config.json").read_text())["spec"]
+    assert spec["eval_episodes"] == 3 and spec["checkpoint_every"] == 700
+    assert "over 3 episodes" in capsys.readouterr().out
+
+
+def test_a_stop_signal_during_an_evaluation_ends_the_run_after_it(tmp_path):
+    spec = RunSpec("walker", "GridWorld-v0", total_steps=5_000, runs_dir=str(tmp_path), eval_every=1_000, quiet=True)
+    with Run(spec, {}) as run:
+
+        def act(obs):
+            run.stop_requested = True  # as SIGINT's handler does, mid-episode
+            return 0
+
+        run.evaluate_during_training(act)
+        while run.keep_going():
+            run.rollout.step(int(run.rng.integers(5)))
+    assert run.rollout.global_step == 1_000  # no step after the evaluation that the signal interrupted
+    assert load_checkpoint(run.run_dir)[1]["global_step"] == 1_000
 
 
 @pytest.mark.parametrize("agent", ["td0", "td_linear", "mc_prediction", "nstep_td"])

@@ -10,6 +10,7 @@ from pathlib import Path
 import gymnasium as gym
 import imageio
 import pytest
+from gymnasium.wrappers import RecordVideo
 
 import envs  # noqa: F401
 from rl.cli import main
@@ -123,3 +124,25 @@ def test_mujoco_films_off_screen(capsys, tmp_path):
     steps = round(json.loads(lines[-1])["mean_return"]) + 1
     frames, size = frames_and_size(Path(lines[0].removeprefix("video: ")))
     assert frames == steps + 1 and size == (480, 480)
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("", "error: --video needs a directory to write the videos to"),
+        ("afile/videos", "error: cannot write videos to"),
+    ],
+)
+def test_a_video_directory_that_cannot_be_written_is_one_line(capsys, tmp_path, trained_run, where, message):
+    (tmp_path / "afile").write_text("a file, not a directory")
+    target = str(tmp_path / where) if where else ""
+    assert main(["eval", str(trained_run), "--episodes", "1", "--video", target]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(message) and "\n" not in err
+
+
+def test_a_video_that_was_not_written_is_an_error_not_a_path(capsys, tmp_path, trained_run, monkeypatch):
+    monkeypatch.setattr(RecordVideo, "stop_recording", lambda self: None)  # as when ffmpeg fails without a word
+    assert main(["eval", str(trained_run), "--episodes", "1", "--video", str(tmp_path / "videos")]) == 2
+    out, err = capsys.readouterr()
+    assert "video:" not in out and err.strip().startswith("error: no video was written to")
